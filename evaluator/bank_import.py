@@ -1,0 +1,103 @@
+"""Turns a CSV of questions (id, question, reference answer, optional level/topic/key points) into
+a valid eval set file, so a team can grade its own questions."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from .csvio import read_csv
+from .errors import ValidationError
+from .models import EvalSet, Level
+
+ID_COLUMNS = ("question_id", "id")
+QUESTION_COLUMNS = ("question", "question_text")
+REFERENCE_COLUMNS = ("reference_answer", "reference", "answer_key")
+
+
+def _pick(header: list[str], wanted: str | None, options: tuple[str, ...], what: str, path: Path) -> int:
+    names = [wanted] if wanted else list(options)
+    lower = [h.lower() for h in header]
+    for n in names:
+        if n.lower() in lower:
+            return lower.index(n.lower())
+    raise ValidationError(
+        f"{path}: no {what} column (looked for {', '.join(names)}); columns found: {', '.join(header)}. "
+        f"Rename the column or pass --{what.replace(' ', '-')}-column NAME."
+    )
+
+
+def import_questions(
+    csv_path: Path,
+    *,
+    set_id: str,
+    rubric: str = "reference-only",
+    default_level: str = "mid",
+    default_topic: str = "general",
+    id_column: str | None = None,
+    question_column: str | None = None,
+    reference_column: str | None = None,
+) -> EvalSet:
+    table = read_csv(csv_path)
+    h = table.header
+    i_id = _pick(h, id_column, ID_COLUMNS, "question id", table.path)
+    i_q = _pick(h, question_column, QUESTION_COLUMNS, "question", table.path)
+    i_r = _pick(h, reference_column, REFERENCE_COLUMNS, "reference", table.path)
+    lower = [x.lower() for x in h]
+    i_level = lower.index("level") if "level" in lower else None
+    i_topic = lower.index("topic") if "topic" in lower else None
+    i_kp = lower.index("key_points") if "key_points" in lower else None
+    problems: list[str] = []
+    questions: dict[str, dict] = {}
+    for line, cells in table.rows:
+        if len(cells) != len(h):
+            problems.append(f"{table.path}:{line}: {len(cells)} cells but the header has {len(h)}")
+            continue
+        qid, qtext, ref = cells[i_id].strip(), cells[i_q].strip(), cells[i_r].strip()
+        where = f"{table.path}:{line}"
+        if not qid or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", qid):
+            problems.append(f"{where}: question id {qid!r} is empty or has characters other than letters, digits, . _ -")
+            continue
+        if not qtext or not ref:
+            problems.append(f"{where} (question {qid}): {'question' if not qtext else 'reference answer'} is empty")
+            continue
+        level = (cells[i_level].strip().lower() if i_level is not None else "") or default_level
+        if level not in {lv.value for lv in Level}:
+            problems.append(f"{where} (question {qid}): level {level!r} is not junior, mid or senior")
+            continue
+        kps = [k.strip() for k in re.split(r"[;|]", cells[i_kp])] if i_kp is not None else []
+        entry = questions.setdefault(
+            qid,
+            {
+                "id": qid,
+                "level": level,
+                "topic": (cells[i_topic].strip() if i_topic is not None else "") or default_topic,
+                "question": qtext,
+                "references": [],
+                "key_points": [k for k in kps if k][:6],
+                "sources": [f"{table.path.name}:{line}"],
+            },
+        )
+        if entry["question"] != qtext:
+            problems.append(f"{where} (question {qid}): question text differs from an earlier row with the same id")
+        if ref not in entry["references"]:
+            entry["references"].append(ref)
+    if problems:
+        raise ValidationError(f"{table.path}: {len(problems)} problem(s)", problems[:50])
+    if not questions:
+        raise ValidationError(f"{table.path}: no question rows found")
+    return EvalSet.model_validate(
+        {"id": set_id, "version": "1", "title": f"Imported from {table.path.name}", "rubric": rubric,
+         "questions": list(questions.values())}
+    )
+
+
+def write_eval_set(es: EvalSet, path: Path) -> None:
+    data = es.model_dump(mode="json", exclude_none=True, exclude_defaults=True, by_alias=True)
+    data = {"id": es.id, "version": es.version, "rubric": es.rubric, **data}
+    text = "# yaml-language-server: $schema=eval_set.schema.json\n" + yaml.safe_dump(
+        data, sort_keys=False, allow_unicode=True, width=110
+    )
+    Path(path).write_text(text, encoding="utf-8")

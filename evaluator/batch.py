@@ -1,0 +1,427 @@
+"""Batch grading: CSV in, validated before any call, graded concurrently into a SQLite store that
+survives crashes, outputs regenerated from the store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sqlite3
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .csvio import read_csv
+from .errors import InputError, ValidationError
+from .models import Verdict
+from .resources import LoadedEvalSet, unknown_question_message
+from .scoring import Evaluator, build_evaluator
+
+REQUIRED = ("candidate_id", "question_id", "answer")
+
+
+@dataclass
+class Row:
+    key: str
+    line: int
+    candidate_id: str
+    question_id: str
+    answer_id: str
+    answer: str
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Rejected:
+    line: int
+    candidate_id: str
+    question_id: str
+    reason: str
+
+
+# ---------------------------------------------------------------- reading and validation
+
+
+def load_rows(path: Path, les: LoadedEvalSet, columns: dict[str, str], max_chars: int) -> tuple[list[Row], list[Rejected], list[str]]:
+    table = read_csv(path)
+    header = table.header
+    lower = {h.lower(): i for i, h in enumerate(header)}
+    idx = {}
+    missing = []
+    for role in REQUIRED:
+        name = columns.get(role, role)
+        if name.lower() not in lower:
+            missing.append(name)
+        else:
+            idx[role] = lower[name.lower()]
+    if missing:
+        raise ValidationError(
+            f"{path}: missing column(s) {', '.join(missing)}; columns found: {', '.join(header)}. "
+            "Rename them or map them with --candidate-column / --question-column / --answer-column."
+        )
+    aid_name = columns.get("answer_id", "answer_id").lower()
+    i_aid = lower.get(aid_name)
+    rows: list[Row] = []
+    rejected: list[Rejected] = []
+    seen: dict[tuple[str, str], int] = {}
+    seen_ids: dict[str, int] = {}
+    known = list(les.by_id)
+    for line, cells in table.rows:
+        cand = cells[idx["candidate_id"]].strip() if idx["candidate_id"] < len(cells) else ""
+        qid = cells[idx["question_id"]].strip() if idx["question_id"] < len(cells) else ""
+
+        def reject(reason: str, cand=cand, qid=qid, line=line) -> None:
+            rejected.append(Rejected(line, cand, qid, reason))
+
+        if len(cells) != len(header):
+            reject(f"row has {len(cells)} cells but the header has {len(header)} (check quoting and delimiters)")
+            continue
+        answer = cells[idx["answer"]]
+        aid = cells[i_aid].strip() if i_aid is not None else ""
+        if not cand:
+            reject("candidate_id is empty")
+            continue
+        if qid not in les.by_id:
+            reject(unknown_question_message(qid, known))
+            continue
+        if not answer.strip():
+            reject("answer is empty")
+            continue
+        if len(answer.strip()) > max_chars:
+            reject(f"answer has {len(answer.strip())} characters, over the limit of {max_chars} (raise --max-chars)")
+            continue
+        pair = (cand, qid)
+        if pair in seen:
+            reject(f"duplicate answer by candidate {cand} to question {qid} (first at line {seen[pair]})")
+            continue
+        if aid and aid in seen_ids:
+            reject(f"duplicate answer_id {aid} (first at line {seen_ids[aid]})")
+            continue
+        seen[pair] = line
+        if aid:
+            seen_ids[aid] = line
+        extra = {h: cells[i] for i, h in enumerate(header) if i not in idx.values() and i != i_aid}
+        rows.append(Row(aid or f"{cand}|{qid}", line, cand, qid, aid, answer, extra))
+    return rows, rejected, table.warnings
+
+
+# ---------------------------------------------------------------- the results store
+
+
+class ResultStore:
+    """One row per answer; a finished row is committed before the next is counted."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.conn = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
+        self.lock = threading.Lock()
+        with self.conn:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, line INTEGER, candidate_id TEXT, "
+                "question_id TEXT, answer_id TEXT, answer TEXT, extra TEXT, status TEXT, verdict TEXT, "
+                "finished REAL)"
+            )
+
+    def register(self, rows: list[Row]) -> None:
+        with self.lock, self.conn:
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO results (key, line, candidate_id, question_id, answer_id, answer, extra, status)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
+                [(r.key, r.line, r.candidate_id, r.question_id, r.answer_id, r.answer, json.dumps(r.extra)) for r in rows],
+            )
+
+    def finished_keys(self) -> set[str]:
+        with self.lock:
+            return {k for (k,) in self.conn.execute("SELECT key FROM results WHERE status != 'pending'")}
+
+    def save(self, key: str, verdict: Verdict) -> None:
+        with self.lock, self.conn:
+            self.conn.execute(
+                "UPDATE results SET status=?, verdict=?, finished=? WHERE key=?",
+                (verdict.status, verdict.model_dump_json(), time.time(), key),
+            )
+
+    def all(self) -> list[dict]:
+        with self.lock:
+            cur = self.conn.execute(
+                "SELECT key, line, candidate_id, question_id, answer_id, answer, extra, status, verdict "
+                "FROM results ORDER BY line"
+            )
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+# ---------------------------------------------------------------- grading
+
+
+@dataclass
+class Progress:
+    total: int
+    done: int = 0
+    scored: int = 0
+    unscored: int = 0
+    flagged: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+    price_in: float = 0.0
+    price_out: float = 0.0
+
+    @property
+    def cost(self) -> float:
+        return (self.prompt_tokens * self.price_in + self.completion_tokens * self.price_out) / 1e6
+
+    def add(self, v: Verdict) -> None:
+        self.done += 1
+        if v.status == "scored":
+            self.scored += 1
+        else:
+            self.unscored += 1
+        if v.review_flags:
+            self.flagged += 1
+        self.prompt_tokens += v.usage.prompt_tokens
+        self.completion_tokens += v.usage.completion_tokens
+        self.calls += v.usage.calls
+
+
+def grade_rows(
+    ev: Evaluator,
+    les: LoadedEvalSet,
+    rows: list[Row],
+    store: ResultStore,
+    concurrency: int,
+    progress: Progress,
+    on_done=None,
+    stop: threading.Event | None = None,
+) -> None:
+    """Grades pending rows. Rows are grouped by question so a cached prompt prefix is reused."""
+    done = store.finished_keys()
+    pending = sorted((r for r in rows if r.key not in done), key=lambda r: (r.question_id, r.line))
+    progress.done = len(rows) - len(pending)
+    _prewarm_embeddings(ev, les, pending)
+    stop = stop or threading.Event()
+
+    def work(r: Row) -> tuple[Row, Verdict]:
+        return r, ev.score(les, les.by_id[r.question_id], r.answer)
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        it = iter(pending)
+        running = set()
+        try:
+            while True:
+                while len(running) < max(1, concurrency) * 2 and not stop.is_set():
+                    r = next(it, None)
+                    if r is None:
+                        break
+                    running.add(pool.submit(work, r))
+                if not running:
+                    break
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    r, v = fut.result()
+                    store.save(r.key, v)
+                    progress.add(v)
+                    if on_done:
+                        on_done(progress)
+        except BaseException:
+            stop.set()
+            for f in running:
+                f.cancel()
+            raise
+
+
+def _prewarm_embeddings(ev: Evaluator, les: LoadedEvalSet, rows: list[Row]) -> None:
+    """Encodes answers, their sentences and the references in large batches up front."""
+    from .embeddings import split_sentences
+
+    if not rows:
+        return
+    texts: list[str] = []
+    for qid in {r.question_id for r in rows}:
+        q = les.by_id[qid]
+        texts += list(q.references) + list(q.key_points)
+    for r in rows:
+        a, _ = ev.prepare_answer(r.answer)
+        if a:
+            texts.append(a)
+            texts += split_sentences(a)
+    ev.embedder.encode(list(dict.fromkeys(texts)))
+
+
+# ---------------------------------------------------------------- CLI glue
+
+
+def add_grade_parsers(sub, add_judge_flags, add_data_dir) -> None:
+    g = sub.add_parser(
+        "grade", help="batch-grade a CSV of candidates' answers",
+        description="Grade every answer in a CSV (columns candidate_id, question_id, answer; optional answer_id; "
+        "extra columns are carried through). Re-running the same command resumes and skips finished rows.",
+    )
+    g.add_argument("csv", help="answers CSV (UTF-8 with or without BOM; delimiter detected)")
+    g.add_argument("--out", required=True, help="output folder (results store, CSVs, report)")
+    g.add_argument("--eval-set", default="ml-screening", help="eval set name or path (default ml-screening)")
+    g.add_argument("--candidate-column", default="candidate_id")
+    g.add_argument("--question-column", default="question_id")
+    g.add_argument("--answer-column", default="answer")
+    g.add_argument("--answer-id-column", default="answer_id")
+    g.add_argument("--strict", action="store_true", help="stop before grading if any row is rejected")
+    g.add_argument("--concurrency", type=int, help="parallel judge requests (default 8 for endpoints, 1 local)")
+    g.add_argument("--max-chars", type=int, default=8000, help="answers longer than this are rejected")
+    g.add_argument("--dry-run", action="store_true", help="print calls, tokens and cost a run would take")
+    g.add_argument("--price-in", type=float, default=0.0, help="USD per million prompt tokens (for the cost figure)")
+    g.add_argument("--price-out", type=float, default=0.0, help="USD per million generated tokens")
+    g.add_argument("--advance-at", type=float, default=70.0, help="scorecard: recommend 'advance' at this mean /100")
+    g.add_argument("--reject-below", type=float, default=40.0, help="scorecard: recommend 'reject' below this")
+    g.add_argument("--export-batch", metavar="REQUESTS.jsonl",
+                   help="write the judge requests in the OpenAI Batch API format instead of calling the judge")
+    add_judge_flags(g)
+    add_data_dir(g)
+    ib = sub.add_parser(
+        "import-batch", help="ingest OpenAI Batch API responses into a grading folder",
+        description="Read the responses of a batch exported with `grade --export-batch` and write verdicts and "
+        "outputs into the same folder.",
+    )
+    ib.add_argument("responses", help="responses .jsonl (OpenAI Batch API output or vLLM run-batch output)")
+    ib.add_argument("--out", required=True, help="the folder the batch was exported from")
+    ib.add_argument("--advance-at", type=float, default=70.0)
+    ib.add_argument("--reject-below", type=float, default=40.0)
+    add_data_dir(ib)
+
+
+def run_grade_command(a: argparse.Namespace, judge_kw: dict) -> int:
+    from .outputs import write_outputs
+    from .scaleout import export_batch, import_batch
+
+    if a.command == "import-batch":
+        return import_batch(a)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if a.export_batch and not judge_kw.get("judge"):
+        judge_kw["judge"] = "openai"
+    ev = build_evaluator(data_dir=a.data_dir, use_cache=not a.no_cache, refresh=a.refresh,
+                         calibration=a.calibration, explain=a.explain if a.explain is not None else False,
+                         embedder=a.embedder, max_chars=a.max_chars, **judge_kw)
+    les = ev.resources.load_eval_set(a.eval_set)
+    columns = {"candidate_id": a.candidate_column, "question_id": a.question_column, "answer": a.answer_column,
+               "answer_id": a.answer_id_column}
+    rows, rejected, warnings = load_rows(Path(a.csv), les, columns, a.max_chars)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    _write_rejected(out / "rejected.csv", rejected)
+    if rejected:
+        print(f"{len(rejected)} row(s) rejected (see {out / 'rejected.csv'}):", file=sys.stderr)
+        for r in rejected[:10]:
+            print(f"  line {r.line}: {r.reason}", file=sys.stderr)
+        if a.strict:
+            raise ValidationError(f"{a.csv}: {len(rejected)} invalid row(s); fix them or drop --strict")
+    if not rows:
+        raise InputError(f"{a.csv}: no valid rows to grade")
+    if a.dry_run:
+        return _dry_run(ev, les, rows, a)
+    if a.export_batch:
+        store = ResultStore(out / "results.sqlite3")
+        store.register(rows)
+        n = export_batch(ev, les, rows, Path(a.export_batch))
+        print(f"wrote {n} requests to {a.export_batch}; after the batch runs: evaluator import-batch RESPONSES "
+              f"--out {out}")
+        return 0
+    store = ResultStore(out / "results.sqlite3")
+    store.register(rows)
+    local = ev.judge.backend_name == "local"
+    concurrency = a.concurrency or (1 if local else 8)
+    progress = Progress(total=len(rows), price_in=a.price_in, price_out=a.price_out)
+    stop = threading.Event()
+    old = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    t0 = time.perf_counter()
+    try:
+        _with_progress_bar(lambda cb: grade_rows(ev, les, rows, store, concurrency, progress, cb, stop), progress)
+    except KeyboardInterrupt:
+        print(f"\nstopped: {progress.done} of {progress.total} rows are saved in {out / 'results.sqlite3'}. "
+              f"Resume with the same command.", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    secs = time.perf_counter() - t0
+    paths = write_outputs(store, les, ev.resources, out, a.advance_at, a.reject_below, rejected)
+    summary = summarise(store)
+    print(f"graded {summary['scored']} scored, {summary['unscored']} unscored "
+          f"{summary['unscored_by_reason'] or ''}, {len(rejected)} rejected, {summary['flagged']} flagged for review "
+          f"in {secs:.1f} s; {progress.calls} judge calls, {progress.prompt_tokens + progress.completion_tokens} "
+          f"tokens, est. cost ${progress.cost:.4f}")
+    for p in paths:
+        print(f"wrote {p}")
+    return 0 if not stop.is_set() else 130
+
+
+def summarise(store: ResultStore) -> dict:
+    rows = store.all()
+    by_reason: dict[str, int] = {}
+    flagged = 0
+    for r in rows:
+        if r["verdict"]:
+            v = json.loads(r["verdict"])
+            if v["status"] != "scored":
+                key = v["reason"].split(":")[0][:60]
+                by_reason[key] = by_reason.get(key, 0) + 1
+            flagged += bool(v["review_flags"])
+    return {
+        "scored": sum(r["status"] == "scored" for r in rows),
+        "unscored": sum(r["status"] == "unscored" for r in rows),
+        "pending": sum(r["status"] == "pending" for r in rows),
+        "unscored_by_reason": by_reason,
+        "flagged": flagged,
+    }
+
+
+def _write_rejected(path: Path, rejected: list[Rejected]) -> None:
+    from .csvio import write_csv
+
+    write_csv(path, ["line", "candidate_id", "question_id", "reason"],
+              [[r.line, r.candidate_id, r.question_id, r.reason] for r in rejected])
+
+
+def _dry_run(ev: Evaluator, les: LoadedEvalSet, rows: list[Row], a) -> int:
+    calls = 0
+    tokens = 0
+    for r in rows:
+        q = les.by_id[r.question_id]
+        rubric = ev.resources.rubric(les.rubric_id_for(q)).rubric
+        text = ev.render_prompt(les, q, r.answer)
+        if ev.judge.mode == "probability":
+            n = (len(rubric.criteria) if rubric.holistic_weight < 1 else 0) + int(rubric.holistic)
+            n += len(q.red_flags) if rubric.red_flag_policy.judge_red_flags else 0
+        else:
+            n = 1
+        calls += n
+        tokens += n * len(text) // 4
+    cost = tokens * a.price_in / 1e6
+    print(f"dry run: {len(rows)} answers, about {calls} judge calls and {tokens} prompt tokens "
+          f"(chars/4 estimate, before prefix caching), est. cost ${cost:.4f} at ${a.price_in}/M prompt tokens")
+    return 0
+
+
+def _with_progress_bar(run, progress: Progress) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+    from rich.progress import Progress as Bar
+
+    with Bar(
+        TextColumn("grading"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(), TextColumn("{task.fields[extra]}"), transient=False,
+    ) as bar:
+        task = bar.add_task("grade", total=progress.total, rate="", extra="")
+        t0 = time.perf_counter()
+        start_done: list[int] = []
+
+        def cb(p: Progress) -> None:
+            if not start_done:
+                start_done.append(p.done - 1)
+            secs = max(1e-6, time.perf_counter() - t0)
+            bar.update(task, completed=p.done, rate=f"{(p.done - start_done[0]) / secs:.2f} rows/s",
+                       extra=f"{p.prompt_tokens + p.completion_tokens} tok ${p.cost:.4f} review:{p.flagged}")
+
+        run(cb)

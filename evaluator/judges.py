@@ -1,0 +1,559 @@
+"""Judges: an OpenAI-compatible endpoint, the embedded local model, and fakes for tests.
+
+A backend knows two operations: read the probability of each digit as the next token
+(`read_digits`), and complete a JSON reply (`complete_json`). The judging logic on top of them
+(probability mode, structured mode with one repair re-ask, the explanation pass) is shared.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import pydantic
+from pydantic import BaseModel
+
+from .config import JudgeSettings
+from .errors import JudgeConfigError
+from .models import JudgeOutput, Question, Rubric, Usage
+from .prompts import Messages, PromptSet
+
+LEVEL_DIGITS = ["0", "1", "2", "3", "4"]
+FLAG_DIGITS = ["0", "1"]
+
+
+class JudgeReplyError(Exception):
+    """A reply that cannot be used (invalid JSON, schema violation, truncated)."""
+
+
+# ---------------------------------------------------------------- results
+
+
+class DigitRead(BaseModel):
+    probabilities: dict[str, float]
+    expected: float
+    argmax: int
+    source: str  # logits | top_logprobs | sampled (no probabilities available)
+    mass: float | None = None  # probability the model put on the allowed digits at all
+
+
+class CriterionOut(BaseModel):
+    level: float | None = None
+    argmax: int | None = None
+    probabilities: dict[str, float] | None = None
+    source: str = ""
+    evidence: str = ""
+    reason: str = ""
+
+
+class FlagOut(BaseModel):
+    hit: bool
+    probability: float | None = None
+    evidence: str = ""
+
+
+class JudgeResult(BaseModel):
+    status: str = "scored"  # scored | unscored
+    reason: str = ""
+    mode: str
+    criteria: dict[str, CriterionOut] = {}
+    holistic: DigitRead | None = None
+    red_flags: dict[str, FlagOut] = {}
+    rationale: str = ""
+    off_task: bool | None = None
+    usage: Usage = Usage()
+    raw_reply: str | None = None
+    dialect: str | None = None
+
+
+def distribution(logprobs: dict[str, float], digits: list[str]) -> DigitRead:
+    """Normalises the probability of each allowed digit; expected level as G-Eval does."""
+    present = {d: logprobs[d] for d in digits if d in logprobs}
+    if not present:
+        raise JudgeReplyError(f"no probability for any of {digits} in the reply")
+    top = max(present.values())
+    weights = {d: math.exp(present[d] - top) if d in present else 0.0 for d in digits}
+    total = sum(weights.values())
+    probs = {d: w / total for d, w in weights.items()}
+    mass = sum(math.exp(v) for v in present.values())
+    return DigitRead(
+        probabilities={d: round(p, 6) for d, p in probs.items()},
+        expected=sum(int(d) * p for d, p in probs.items()),
+        argmax=int(max(probs, key=probs.get)),
+        source="",
+        mass=min(1.0, mass),
+    )
+
+
+def one_hot(digit: str, digits: list[str]) -> DigitRead:
+    return DigitRead(
+        probabilities={d: 1.0 if d == digit else 0.0 for d in digits},
+        expected=float(digit),
+        argmax=int(digit),
+        source="sampled",
+    )
+
+
+# ---------------------------------------------------------------- backends
+
+
+class Backend(Protocol):
+    name: str
+    model: str
+
+    def read_digits(self, messages: Messages, digits: list[str]) -> tuple[DigitRead, Usage]: ...
+
+    def complete_json(self, chat: list[dict], schema: dict) -> tuple[str, Usage, list[DigitRead]]: ...
+
+
+def parse_json_reply(text: str, model: type[BaseModel]) -> BaseModel:
+    """Lenient parse (raw control characters allowed, surrounding prose or code fences tolerated)."""
+    s = text.strip()
+    if s.startswith("```"):
+        s = re.sub(r"^```[a-zA-Z]*\s*|\s*```$", "", s)
+    try:
+        data = json.loads(s, strict=False)
+    except json.JSONDecodeError:
+        start, end = s.find("{"), s.rfind("}")
+        if start < 0 or end <= start:
+            raise JudgeReplyError("the reply is not JSON") from None
+        try:
+            data = json.loads(s[start : end + 1], strict=False)
+        except json.JSONDecodeError as e:
+            raise JudgeReplyError(f"the reply is not valid JSON ({e.msg} at char {e.pos})") from e
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as e:
+        first = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()[:4])
+        raise JudgeReplyError(f"the JSON does not match the schema: {first}") from e
+
+
+# ---------------------------------------------------------------- judge
+
+
+class ExplainCriterion(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    criterion: str = pydantic.Field(max_length=64)
+    evidence: str = pydantic.Field(max_length=120)
+    reason: str = pydantic.Field(max_length=160)
+
+
+class ExplainOutput(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    criteria: list[ExplainCriterion] = pydantic.Field(max_length=8)
+    rationale: str = pydantic.Field(default="", max_length=400)
+
+
+@dataclass
+class Judge:
+    backend: Backend
+    settings: JudgeSettings
+    mode: str
+    explain_default: bool = True
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    @property
+    def model_name(self) -> str:
+        return self.backend.model
+
+    def describe(self) -> dict:
+        return {"backend": self.backend.name, "model": self.backend.model, "mode": self.mode}
+
+    # -- probability mode
+
+    def judge(self, q: Question, rubric: Rubric, answer: str, prompts: PromptSet) -> JudgeResult:
+        if self.mode == "probability":
+            return self._probability(q, rubric, answer, prompts)
+        return self._structured(q, rubric, answer, prompts)
+
+    def _probability(self, q: Question, rubric: Rubric, answer: str, prompts: PromptSet) -> JudgeResult:
+        usage = Usage()
+        out = JudgeResult(mode="probability")
+        try:
+            # A holistic-only rubric skips the per-criterion reads (one read per answer).
+            for c in rubric.criteria if rubric.holistic_weight < 1.0 else []:
+                read, u = self.backend.read_digits(prompts.criterion_read(q, rubric, answer, c), LEVEL_DIGITS)
+                _add(usage, u)
+                out.criteria[c.id] = CriterionOut(
+                    level=read.expected, argmax=read.argmax, probabilities=read.probabilities, source=read.source
+                )
+            if rubric.holistic:
+                read, u = self.backend.read_digits(prompts.holistic_read(q, rubric, answer), LEVEL_DIGITS)
+                _add(usage, u)
+                out.holistic = read
+            if rubric.red_flag_policy.judge_red_flags:
+                for f in q.red_flags:
+                    read, u = self.backend.read_digits(prompts.red_flag_read(q, rubric, answer, f), FLAG_DIGITS)
+                    _add(usage, u)
+                    p = read.probabilities["1"]
+                    out.red_flags[f.id] = FlagOut(hit=p >= rubric.red_flag_policy.min_probability, probability=p)
+        except JudgeReplyError as e:
+            out.status, out.reason = "unscored", f"judge reply unusable: {e}"
+        out.usage = usage
+        return out
+
+    # -- structured mode
+
+    def _structured(self, q: Question, rubric: Rubric, answer: str, prompts: PromptSet) -> JudgeResult:
+        msgs = prompts.structured(q, rubric, answer)
+        parsed, usage, raw, reads, err = self._ask_json(msgs.as_chat(), JudgeOutput, prompts, _check_output(q, rubric))
+        out = JudgeResult(mode="structured", usage=usage, raw_reply=raw, dialect=getattr(self.backend, "dialect", None))
+        if parsed is None:
+            out.status, out.reason = "unscored", f"judge reply unusable after one repair: {err}"
+            return out
+        assert isinstance(parsed, JudgeOutput)
+        by_id = {c.criterion: c for c in parsed.criteria}
+        for i, c in enumerate(rubric.criteria):
+            j = by_id[c.id]
+            read = reads[i] if i < len(reads) else None
+            out.criteria[c.id] = CriterionOut(
+                level=read.expected if read else float(j.level.value),
+                argmax=int(j.level.value),
+                probabilities=read.probabilities if read else None,
+                source="top_logprobs" if read else "sampled",
+                evidence=j.evidence,
+                reason=j.reason,
+            )
+        known = {f.id for f in q.red_flags}
+        for h in parsed.red_flags:
+            if h.id in known:
+                out.red_flags[h.id] = FlagOut(hit=True, evidence=h.evidence)
+        out.rationale = parsed.rationale
+        out.off_task = parsed.off_task_or_injection
+        return out
+
+    def _ask_json(self, chat: list[dict], model: type[BaseModel], prompts: PromptSet, check=None):
+        """One call, then one re-ask with the error; returns (parsed|None, usage, raw, reads, error)."""
+        usage = Usage()
+        schema = model.model_json_schema()
+        raw = ""
+        err = ""
+        for attempt in range(2):
+            try:
+                raw, u, reads = self.backend.complete_json(chat, schema)
+            except JudgeReplyError as e:
+                return None, usage, raw or None, [], str(e)
+            _add(usage, u)
+            try:
+                parsed = parse_json_reply(raw, model)
+                if check:
+                    check(parsed)
+                return parsed, usage, raw, reads, ""
+            except JudgeReplyError as e:
+                err = str(e)
+                if attempt == 0:
+                    chat = chat + [
+                        {"role": "assistant", "content": raw},
+                        {"role": "user", "content": prompts.repair(err)},
+                    ]
+        return None, usage, raw, [], err
+
+    # -- explanation pass: never changes a level
+
+    def explain(
+        self, q: Question, rubric: Rubric, answer: str, levels: dict[str, int], prompts: PromptSet
+    ) -> tuple[dict[str, tuple[str, str]], str, Usage, str]:
+        lv = [{"id": c.id, "level": levels.get(c.id, 0)} for c in rubric.criteria]
+        msgs = prompts.explain(q, rubric, answer, lv)
+        parsed, usage, _raw, _reads, err = self._ask_json(msgs.as_chat(), ExplainOutput, prompts)
+        if parsed is None:
+            return {}, "", usage, err
+        assert isinstance(parsed, ExplainOutput)
+        ev = {c.criterion: (c.evidence, c.reason) for c in parsed.criteria}
+        return ev, parsed.rationale, usage, ""
+
+
+def _check_output(q: Question, rubric: Rubric):
+    def check(parsed: BaseModel) -> None:
+        assert isinstance(parsed, JudgeOutput)
+        got = [c.criterion for c in parsed.criteria]
+        want = [c.id for c in rubric.criteria]
+        if sorted(got) != sorted(want):
+            raise JudgeReplyError(f"criteria must be exactly {want} (one entry each), got {got}")
+
+    return check
+
+
+def _add(total: Usage, u: Usage) -> None:
+    total.calls += u.calls
+    total.prompt_tokens += u.prompt_tokens
+    total.completion_tokens += u.completion_tokens
+    total.seconds += u.seconds
+
+
+# ---------------------------------------------------------------- OpenAI-compatible endpoint
+
+
+_LEVEL_KEY = re.compile(r'"level"\s*:\s*"?$')
+
+
+def levels_from_logprobs(content) -> list[DigitRead]:
+    """Finds each criterion level token in a JSON reply and reads its top_logprobs distribution."""
+    reads: list[DigitRead] = []
+    text = ""
+    for tok in content or []:
+        t = tok.token
+        if t.strip() in LEVEL_DIGITS and _LEVEL_KEY.search(text + t[: len(t) - len(t.lstrip())]):
+            lp = {x.token.strip(): x.logprob for x in (tok.top_logprobs or [])}
+            lp.setdefault(t.strip(), tok.logprob)
+            try:
+                r = distribution(lp, LEVEL_DIGITS)
+                r.source = "top_logprobs"
+                reads.append(r)
+            except JudgeReplyError:
+                pass
+        text += t
+    return reads
+
+
+class OpenAIBackend:
+    """Any OpenAI-compatible chat completions endpoint, through the openai package."""
+
+    name = "openai"
+    DIALECTS = ("json_schema", "llama_cpp", "json_object")
+
+    def __init__(self, settings: JudgeSettings, max_attempts: int = 5, client=None):
+        import openai
+
+        self.openai = openai
+        self.settings = settings
+        self.model = settings.model or ""
+        # Our own retry loop (jittered, honours Retry-After) so attempts are counted and bounded.
+        self.client = client or openai.OpenAI(
+            base_url=settings.base_url,
+            api_key=settings.api_key or "not-needed",
+            timeout=settings.timeout,
+            max_retries=0,
+        )
+        self.max_attempts = max_attempts
+        self.dialect = settings.dialect if settings.dialect != "auto" else None
+        self.logprobs_supported: bool | None = None
+
+    def _create(self, **kw):
+        delay = 0.5
+        for attempt in range(1, self.max_attempts + 1):
+            t0 = time.perf_counter()
+            try:
+                resp = self.client.chat.completions.create(model=self.model, **kw)
+                return resp, time.perf_counter() - t0
+            except (self.openai.RateLimitError, self.openai.InternalServerError, self.openai.APIConnectionError) as e:
+                if attempt == self.max_attempts:
+                    raise JudgeReplyError(f"endpoint failed after {attempt} attempts: {type(e).__name__}") from e
+                wait = _retry_after(e) or delay * (1 + random.random())
+                time.sleep(min(wait, 30.0))
+                delay = min(delay * 2, 8.0)
+            except self.openai.APIStatusError as e:
+                raise JudgeReplyError(f"endpoint answered HTTP {e.status_code}: {_short(e)}") from e
+
+    def _common(self) -> dict:
+        kw = {"temperature": self.settings.temperature}
+        if self.settings.seed is not None:
+            kw["seed"] = self.settings.seed
+        return kw
+
+    def read_digits(self, messages: Messages, digits: list[str]) -> tuple[DigitRead, Usage]:
+        kw = self._common()
+        if self.logprobs_supported is not False:
+            kw.update(logprobs=True, top_logprobs=20)
+        resp, secs = self._create(messages=messages.as_chat(), max_tokens=1, **kw)
+        choice = resp.choices[0]
+        usage = _usage(resp, secs)
+        content = (choice.message.content or "").strip()
+        lp = getattr(choice, "logprobs", None)
+        if lp is not None and lp.content:
+            self.logprobs_supported = True
+            first = lp.content[0]
+            probs = {x.token.strip(): x.logprob for x in (first.top_logprobs or [])}
+            probs.setdefault(first.token.strip(), first.logprob)
+            read = distribution(probs, digits)
+            read.source = "top_logprobs"
+            return read, usage
+        # Open fallback: the endpoint gives no logprobs, so only the sampled digit is known.
+        self.logprobs_supported = False
+        if content[:1] not in digits:
+            raise JudgeReplyError(f"expected one digit of {digits}, got {content[:20]!r}")
+        return one_hot(content[:1], digits), usage
+
+    def _response_format(self, dialect: str, schema: dict) -> dict:
+        if dialect == "json_schema":
+            return {"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema}}
+        if dialect == "llama_cpp":
+            return {"type": "json_object", "schema": schema}
+        return {"type": "json_object"}
+
+    def complete_json(self, chat: list[dict], schema: dict) -> tuple[str, Usage, list[DigitRead]]:
+        kw = self._common()
+        kw.update(max_tokens=self.settings.max_tokens, logprobs=True, top_logprobs=5)
+        dialects = [self.dialect] if self.dialect else list(self.DIALECTS)
+        last: Exception | None = None
+        for d in dialects:
+            try:
+                resp, secs = self._create(messages=chat, response_format=self._response_format(d, schema), **kw)
+            except JudgeReplyError as e:
+                # Detection: a server that rejects this response_format form answers 400/422/500.
+                last = e
+                if self.dialect:
+                    raise
+                continue
+            self.dialect = d
+            choice = resp.choices[0]
+            if choice.finish_reason == "length":
+                raise JudgeReplyError(f"the reply was truncated at max_tokens={self.settings.max_tokens}")
+            lp = getattr(choice, "logprobs", None)
+            reads = levels_from_logprobs(lp.content) if lp is not None and lp.content else []
+            return choice.message.content or "", _usage(resp, secs), reads
+        raise JudgeReplyError(f"no structured-output dialect worked: {last}")
+
+
+def _retry_after(e) -> float | None:
+    resp = getattr(e, "response", None)
+    if resp is None:
+        return None
+    v = resp.headers.get("retry-after")
+    try:
+        return float(v) if v else None
+    except ValueError:
+        return None
+
+
+def _short(e) -> str:
+    return str(getattr(e, "message", e))[:200]
+
+
+def _usage(resp, secs: float) -> Usage:
+    u = getattr(resp, "usage", None)
+    return Usage(
+        calls=1,
+        prompt_tokens=getattr(u, "prompt_tokens", 0) or 0,
+        completion_tokens=getattr(u, "completion_tokens", 0) or 0,
+        seconds=secs,
+    )
+
+
+# ---------------------------------------------------------------- fakes (tests only)
+
+
+class ScriptedBackend:
+    """Replays queued replies: a JSON string for complete_json, a dict of digit->logprob or a digit
+    string for read_digits. Records every call so tests can assert on the prompts sent."""
+
+    name = "fake"
+    model = "scripted"
+
+    def __init__(self):
+        self.queue: deque = deque()
+        self.history: list = []
+
+    def enqueue(self, *replies) -> None:
+        self.queue.extend(replies)
+
+    def _next(self):
+        if not self.queue:
+            raise JudgeReplyError("scripted fake: no reply queued")
+        return self.queue.popleft()
+
+    def read_digits(self, messages: Messages, digits: list[str]) -> tuple[DigitRead, Usage]:
+        self.history.append(messages)
+        r = self._next()
+        if isinstance(r, dict):
+            read = distribution({k: math.log(v) if v > 0 else -1e9 for k, v in r.items()}, digits)
+            read.source = "logits"
+            return read, Usage(calls=1)
+        if str(r)[:1] not in digits:
+            raise JudgeReplyError(f"expected one digit of {digits}, got {str(r)[:20]!r}")
+        return one_hot(str(r)[:1], digits), Usage(calls=1)
+
+    def complete_json(self, chat: list[dict], schema: dict) -> tuple[str, Usage, list[DigitRead]]:
+        self.history.append(chat)
+        r = self._next()
+        return (r if isinstance(r, str) else json.dumps(r)), Usage(calls=1), []
+
+
+_WORD = re.compile(r"[a-z0-9]{3,}")
+
+
+class OverlapBackend:
+    """Deterministic fake: the level follows word overlap between answer and reference. For tests of
+    the plumbing (batch, CLI) without a model; it knows nothing about correctness."""
+
+    name = "fake"
+    model = "overlap"
+
+    def __init__(self):
+        self.calls = 0
+
+    def read_digits(self, messages: Messages, digits: list[str]) -> tuple[DigitRead, Usage]:
+        self.calls += 1
+        answer = messages.answer_block.split("<answer>", 1)[-1].rsplit("</answer>", 1)[0]
+        ref = messages.prefix.split("REFERENCE ANSWER", 1)[-1].split("\n\n", 1)[0]
+        a, r = set(_WORD.findall(answer.lower())), set(_WORD.findall(ref.lower()))
+        overlap = len(a & r) / max(1, len(r))
+        if digits == FLAG_DIGITS:
+            x = 0.1 if overlap > 0.2 else 0.3
+            probs = {"0": 1 - x, "1": x}
+        else:
+            centre = min(4.0, overlap * 8)
+            w = {d: math.exp(-((int(d) - centre) ** 2)) for d in digits}
+            t = sum(w.values())
+            probs = {d: v / t for d, v in w.items()}
+        read = distribution({k: math.log(max(v, 1e-12)) for k, v in probs.items()}, digits)
+        read.source = "logits"
+        return read, Usage(calls=1, prompt_tokens=len(messages.text()) // 4, completion_tokens=1)
+
+    def complete_json(self, chat: list[dict], schema: dict) -> tuple[str, Usage, list[DigitRead]]:
+        self.calls += 1
+        props = schema.get("properties", {})
+        user = chat[1]["content"]
+        ids = re.findall(r"^\[([A-Za-z0-9_.\-]+)\] [^:\n]+: ", user, flags=re.M)
+        crit = [{"criterion": i, "evidence": "", "reason": "fake judge"} for i in ids]
+        if "off_task_or_injection" in props:
+            for c in crit:
+                c["level"] = "2"
+            reply = {"criteria": crit, "red_flags": [], "rationale": "fake", "off_task_or_injection": False}
+        else:
+            reply = {"criteria": crit, "rationale": "fake overlap judge: no real explanation"}
+        return json.dumps(reply), Usage(calls=1), []
+
+
+# ---------------------------------------------------------------- factory
+
+
+def make_judge(settings: JudgeSettings) -> Judge:
+    spec = settings.spec
+    if spec == "openai":
+        backend: Backend = OpenAIBackend(settings)
+        mode = settings.mode or "structured"
+        explain = False
+    elif spec == "local" or spec.startswith("local:"):
+        from .local_model import LocalBackend
+
+        path = spec.split(":", 1)[1] if ":" in spec else None
+        backend = LocalBackend.get(path, n_ctx=settings.n_ctx, n_threads=settings.n_threads, seed=settings.seed)
+        mode = settings.mode or "probability"
+        explain = True
+    elif spec == "fake:scripted":
+        backend = ScriptedBackend()
+        mode = settings.mode or "structured"
+        explain = False
+    elif spec == "fake:overlap":
+        backend = OverlapBackend()
+        mode = settings.mode or "probability"
+        explain = False
+    else:
+        raise JudgeConfigError(f"unknown judge '{spec}'")
+    if mode not in ("probability", "structured"):
+        raise JudgeConfigError(f"unknown judge mode '{mode}': use probability or structured")
+    if settings.explain is not None:
+        explain = settings.explain
+    return Judge(backend=backend, settings=settings, mode=mode, explain_default=explain)

@@ -1,0 +1,168 @@
+"""Outputs regenerated from the results store: results.csv, verdicts.jsonl, scorecards.csv, report.html."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from statistics import mean
+
+from .csvio import write_csv
+from .resources import LoadedEvalSet, Resources
+
+
+def _records(store) -> list[dict]:
+    out = []
+    for r in store.all():
+        v = json.loads(r["verdict"]) if r["verdict"] else None
+        out.append({**r, "v": v, "extra": json.loads(r["extra"] or "{}")})
+    return out
+
+
+def write_outputs(store, les: LoadedEvalSet, resources: Resources, out: Path, advance_at: float,
+                  reject_below: float, rejected=None) -> list[Path]:
+    recs = _records(store)
+    crit_ids: list[str] = []
+    for q in les.eval_set.questions:
+        for c in resources.rubric(les.rubric_id_for(q)).rubric.criteria:
+            if c.id not in crit_ids:
+                crit_ids.append(c.id)
+    extra_cols = sorted({k for r in recs for k in r["extra"]})
+
+    header = ["line", "answer_id", "candidate_id", "question_id", "status", "score", "scale_max", "score_100",
+              "holistic_level", *[f"level_{c}" for c in crit_ids], "red_flags", "review_flags", "similarity",
+              "key_point_coverage", "reason", *extra_cols]
+    rows = []
+    for r in recs:
+        v = r["v"] or {}
+        levels = {c["id"]: c["level"] for c in v.get("criteria", [])}
+        sim = v.get("similarity") or {}
+        rows.append([
+            r["line"], r["answer_id"], r["candidate_id"], r["question_id"], r["status"], v.get("score"),
+            v.get("scale_max"), v.get("score_100"), v.get("holistic_level"),
+            *[levels.get(c) for c in crit_ids],
+            ";".join(f["id"] for f in v.get("red_flags", [])),
+            ";".join(f["code"] for f in v.get("review_flags", [])),
+            sim.get("best_reference"), sim.get("key_point_coverage"), v.get("reason", ""),
+            *[r["extra"].get(k, "") for k in extra_cols],
+        ])
+    paths = []
+    p = out / "results.csv"
+    write_csv(p, header, rows)
+    paths.append(p)
+
+    p = out / "verdicts.jsonl"
+    with open(p, "w", encoding="utf-8") as f:
+        for r in recs:
+            if r["v"]:
+                f.write(json.dumps({"answer_id": r["answer_id"], "candidate_id": r["candidate_id"],
+                                    "line": r["line"], **r["v"]}, ensure_ascii=False) + "\n")
+    paths.append(p)
+
+    cards = scorecards(recs, les, advance_at, reject_below)
+    p = out / "scorecards.csv"
+    write_csv(p, list(cards[0].keys()) if cards else ["candidate_id"], [list(c.values()) for c in cards])
+    paths.append(p)
+
+    p = out / "report.html"
+    p.write_text(report_html(recs, les, cards, rejected or []), encoding="utf-8")
+    paths.append(p)
+    return paths
+
+
+def scorecards(recs: list[dict], les: LoadedEvalSet, advance_at: float, reject_below: float) -> list[dict]:
+    by_cand: dict[str, list[dict]] = {}
+    for r in recs:
+        by_cand.setdefault(r["candidate_id"], []).append(r)
+    cards = []
+    for cand, rs in sorted(by_cand.items()):
+        scored = [r for r in rs if r["v"] and r["v"]["status"] == "scored"]
+        overall = round(mean(r["v"]["score_100"] for r in scored), 1) if scored else None
+        per_level = {}
+        for lvl in ("junior", "mid", "senior"):
+            xs = [r["v"]["score_100"] for r in scored if les.by_id[r["question_id"]].level.value == lvl]
+            per_level[f"{lvl}_score_100"] = round(mean(xs), 1) if xs else None
+        reviews = sum(bool(r["v"] and r["v"]["review_flags"]) for r in rs)
+        if overall is None:
+            rec = "review"
+        elif overall >= advance_at:
+            rec = "advance"
+        elif overall < reject_below:
+            rec = "reject"
+        else:
+            rec = "hold"
+        if rec != "review" and reviews:
+            rec += " (check flagged answers)"
+        cards.append({
+            "candidate_id": cand, "overall_score_100": overall, **per_level, "questions_answered": len(rs),
+            "scored": len(scored), "unscored": sum(bool(r["v"]) and r["v"]["status"] != "scored" for r in rs),
+            "red_flags": sum(len(r["v"]["red_flags"]) for r in scored), "review_count": reviews,
+            "recommendation": rec,
+        })
+    return cards
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def report_html(recs: list[dict], les: LoadedEvalSet, cards: list[dict], rejected: list) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = [r for r in recs if r["v"] and r["v"]["status"] == "scored"]
+    unscored = [r for r in recs if r["v"] and r["v"]["status"] != "scored"]
+    flagged = [r for r in recs if r["v"] and r["v"]["review_flags"]]
+    e = html.escape
+    imgs = []
+    if scored:
+        fig, ax = plt.subplots(figsize=(6, 3))
+        ax.hist([r["v"]["score_100"] for r in scored], bins=20, range=(0, 100), color="#4a78b5")
+        ax.set_xlabel("score /100")
+        ax.set_ylabel("answers")
+        ax.set_title("Score distribution")
+        imgs.append(_png(fig))
+        plt.close(fig)
+        per_q: dict[str, list[float]] = {}
+        for r in scored:
+            per_q.setdefault(r["question_id"], []).append(r["v"]["score_100"])
+        qs = sorted(per_q, key=lambda k: mean(per_q[k]))
+        fig, ax = plt.subplots(figsize=(6, max(2, 0.25 * len(qs) + 1)))
+        ax.barh(qs, [mean(per_q[q]) for q in qs], color="#6aa84f")
+        ax.set_xlim(0, 100)
+        ax.set_xlabel("mean score /100 (lower = harder)")
+        ax.set_title("Per-question difficulty")
+        imgs.append(_png(fig))
+        plt.close(fig)
+    card_rows = "".join(
+        f"<tr><td>{e(str(c['candidate_id']))}</td><td>{c['overall_score_100']}</td><td>{c['questions_answered']}</td>"
+        f"<td>{c['red_flags']}</td><td>{c['review_count']}</td><td>{e(c['recommendation'])}</td></tr>" for c in cards
+    )
+    flag_rows = "".join(
+        f"<tr><td>{e(str(r['candidate_id']))}</td><td>{e(r['question_id'])}</td><td>{r['v'].get('score_100')}</td>"
+        f"<td>{e('; '.join(f['code'] + ': ' + f['reason'] for f in r['v']['review_flags']))}</td>"
+        f"<td>{e(r['answer'][:300])}</td></tr>" for r in flagged
+    )
+    rej_rows = "".join(f"<tr><td>{x.line}</td><td>{e(x.candidate_id)}</td><td>{e(x.question_id)}</td>"
+                       f"<td>{e(x.reason)}</td></tr>" for x in rejected)
+    img_tags = "".join(f'<img src="{src}" alt="plot">' for src in imgs)
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Grading report</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse;
+margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;font-size:14px}}img{{margin:1em 1em 0 0}}
+</style></head><body>
+<h1>Grading report: {e(les.eval_set.id)} v{e(les.eval_set.version)}</h1>
+<p>{len(recs)} answers: <b>{len(scored)}</b> scored, <b>{len(unscored)}</b> unscored, <b>{len(rejected)}</b>
+rejected, <b>{len(flagged)}</b> flagged for review.</p>
+{img_tags}
+<h2>Scorecards</h2><table><tr><th>candidate</th><th>overall /100</th><th>answers</th><th>red flags</th>
+<th>review</th><th>recommendation</th></tr>{card_rows}</table>
+<h2>Flagged for review</h2><table><tr><th>candidate</th><th>question</th><th>score /100</th><th>reasons</th>
+<th>answer (start)</th></tr>{flag_rows}</table>
+<h2>Rejected rows</h2><table><tr><th>line</th><th>candidate</th><th>question</th><th>reason</th></tr>{rej_rows}</table>
+</body></html>"""

@@ -1,0 +1,411 @@
+"""One answer end to end: similarity, judge, deterministic arithmetic, review flags, cache -> Verdict.
+
+The LLM reports observations (levels, red flags, quotes); every number is computed here.
+"""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .cache import VerdictCache, cache_key
+from .config import DEFAULT_MAX_ANSWER_CHARS, JudgeSettings, cache_dir, resolve_judge_settings
+from .embeddings import Embedder, get_embedder, split_sentences
+from .errors import InputError
+from .guards import evidence_supported, injection_spans, sanitise
+from .judges import CriterionOut, FlagOut, Judge, JudgeResult, make_judge
+from .models import (
+    CriterionResult,
+    Effect,
+    Provenance,
+    Question,
+    RedFlag,
+    RedFlagResult,
+    ReviewFlag,
+    Rubric,
+    Similarity,
+    Usage,
+    Verdict,
+)
+from .prompts import PromptSet
+from .resources import LoadedEvalSet, LoadedRubric, Resources
+
+MIN_WORDS = 3
+DISAGREE_HIGH_SIM, DISAGREE_LOW_SCORE = 0.75, 0.25
+DISAGREE_LOW_SIM, DISAGREE_HIGH_SCORE = 0.15, 0.60
+
+
+# ---------------------------------------------------------------- arithmetic (no LLM)
+
+
+def criteria_fraction(levels: dict[str, float], rubric: Rubric) -> float:
+    """Weighted mean of criterion levels (0-4) as a fraction of the maximum."""
+    total = sum(c.weight for c in rubric.criteria)
+    return sum(c.weight * levels[c.id] / 4.0 for c in rubric.criteria) / total
+
+
+def apply_red_flags(fraction: float, hits: list[RedFlag]) -> float:
+    """Caps, then penalties, then fails; values are fractions of the scale."""
+    f = fraction
+    for flag in hits:
+        if flag.effect == Effect.cap:
+            f = min(f, flag.value)
+    for flag in hits:
+        if flag.effect == Effect.penalty:
+            f -= flag.value
+    if any(flag.effect == Effect.fail for flag in hits):
+        f = 0.0
+    return min(1.0, max(0.0, f))
+
+
+def to_scale(fraction: float, rubric: Rubric) -> float:
+    s = rubric.scale
+    value = s.min + fraction * (s.max - s.min)
+    if s.step:
+        value = round(round(value / s.step) * s.step, 6)
+    return min(s.max, max(s.min, value))
+
+
+def combine(
+    rubric: Rubric,
+    criterion_levels: dict[str, float] | None,
+    holistic_level: float | None,
+    similarity: float | None,
+    red_flag_hits: list[RedFlag],
+    similarity_blend: float | None = None,
+) -> float:
+    """The final fraction 0-1: criteria and holistic levels, optional similarity blend, red flags."""
+    hw = rubric.holistic_weight if holistic_level is not None else 0.0
+    if criterion_levels is None:
+        hw = 1.0
+    parts = 0.0
+    if hw < 1.0:
+        parts += (1 - hw) * criteria_fraction(criterion_levels or {}, rubric)
+    if hw > 0.0:
+        parts += hw * (holistic_level or 0.0) / 4.0
+    blend = rubric.similarity_blend if similarity_blend is None else similarity_blend
+    if blend and similarity is not None:
+        parts = (1 - blend) * parts + blend * min(1.0, max(0.0, similarity))
+    return apply_red_flags(parts, red_flag_hits)
+
+
+# ---------------------------------------------------------------- similarity
+
+
+def similarity_figures(embedder: Embedder, q: Question, answer: str) -> Similarity:
+    texts = list(q.references) + list(q.key_points)
+    ref_vecs = embedder.encode(texts)
+    sentences = split_sentences(answer)
+    ans_vecs = embedder.encode([answer] + sentences)
+    whole, sent = ans_vecs[0], ans_vecs[1:]
+    n_ref = len(q.references)
+    best = float(np.max(ref_vecs[:n_ref] @ whole))
+    kp = []
+    if q.key_points:
+        sims = ref_vecs[n_ref:] @ np.vstack([whole[None, :], sent]).T
+        kp = [round(float(x), 4) for x in sims.max(axis=1)]
+    return Similarity(
+        model=embedder.name,
+        best_reference=round(best, 4),
+        key_point_coverage=round(float(np.mean(kp)), 4) if kp else None,
+        key_points=kp,
+    )
+
+
+# ---------------------------------------------------------------- the evaluator
+
+
+@dataclass
+class Evaluator:
+    resources: Resources
+    judge: Judge
+    embedder_name: str = "minilm"
+    cache: VerdictCache | None = None
+    refresh: bool = False
+    max_chars: int = DEFAULT_MAX_ANSWER_CHARS
+    calibration: object | None = None  # a calibration.Mapping
+    explain: bool | None = None
+    prompts: PromptSet = field(init=False)
+
+    def __post_init__(self):
+        self.prompts = PromptSet(self.resources.prompts_dir)
+        self._embedder: Embedder | None = None
+        self.judge_calls = 0
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = get_embedder(self.embedder_name)
+        return self._embedder
+
+    def explain_enabled(self) -> bool:
+        return self.judge.explain_default if self.explain is None else self.explain
+
+    # -- inputs
+
+    def prepare_answer(self, answer: str) -> tuple[str, list[ReviewFlag]]:
+        flags: list[ReviewFlag] = []
+        text = unicodedata.normalize("NFC", answer).replace("\r\n", "\n").strip()
+        if len(text) > self.max_chars:
+            flags.append(
+                ReviewFlag(
+                    code="truncated",
+                    reason=f"answer of {len(text)} characters truncated to the limit of {self.max_chars}",
+                )
+            )
+            text = text[: self.max_chars]
+        return text, flags
+
+    def key_for(self, les: LoadedEvalSet, q: Question, lr: LoadedRubric, answer: str) -> str:
+        return cache_key(
+            {
+                "answer": answer,
+                "question": q.model_dump(mode="json"),
+                "eval_set": [les.eval_set.id, les.eval_set.version],
+                "rubric": lr.hash,
+                "prompts": self.prompts.hash,
+                "judge": self.judge.settings.public_params() | self.judge.describe(),
+                "embedder": self.embedder_name,
+                "calibration": getattr(self.calibration, "id", None),
+                "explain": self.explain_enabled(),
+                "max_chars": self.max_chars,
+                "version": __version__,
+            }
+        )
+
+    def provenance(self, les: LoadedEvalSet, q: Question, lr: LoadedRubric, key: str) -> Provenance:
+        return Provenance(
+            eval_set=les.eval_set.id,
+            eval_set_version=les.eval_set.version,
+            question_id=q.id,
+            rubric_id=lr.rubric.id,
+            rubric_version=lr.rubric.version,
+            rubric_hash=lr.hash,
+            prompt_hash=self.prompts.hash,
+            judge_backend=self.judge.backend_name,
+            judge_model=self.judge.model_name,
+            judge_mode=self.judge.mode,
+            judge_params=self.judge.settings.public_params(),
+            embedding_model=self.embedder.name if self._embedder or self.embedder_name else self.embedder_name,
+            evaluator_version=__version__,
+            calibration=getattr(self.calibration, "id", None),
+            cache_key=key,
+        )
+
+    def render_prompt(self, les: LoadedEvalSet, q: Question, answer: str) -> str:
+        lr = self.resources.rubric(les.rubric_id_for(q))
+        text, _ = self.prepare_answer(answer)
+        if self.judge.mode == "probability":
+            r = lr.rubric
+            msgs = self.prompts.holistic_read(q, r, text) if r.holistic else self.prompts.criterion_read(
+                q, r, text, r.criteria[0]
+            )
+            return msgs.text()
+        return self.prompts.structured(q, lr.rubric, text).text()
+
+    # -- scoring
+
+    def score(self, les: LoadedEvalSet, q: Question, answer: str) -> Verdict:
+        lr = self.resources.rubric(les.rubric_id_for(q))
+        rubric = lr.rubric
+        text, flags = self.prepare_answer(answer)
+        key = self.key_for(les, q, lr, text)
+        if self.cache is not None and not self.refresh:
+            hit = self.cache.get(key)
+            if hit is not None:
+                return Verdict.model_validate_json(hit)
+        prov = self.provenance(les, q, lr, key)
+        verdict = self._score_uncached(q, rubric, text, flags, prov)
+        if self.cache is not None:
+            self.cache.put(key, verdict.model_dump_json())
+        return verdict
+
+    def _score_uncached(self, q: Question, rubric: Rubric, text: str, flags: list[ReviewFlag], prov) -> Verdict:
+        base = dict(question_id=q.id, scale_min=rubric.scale.min, scale_max=rubric.scale.max, provenance=prov)
+        if not text:
+            flags.append(ReviewFlag(code="empty_answer", reason="the answer is empty"))
+            return Verdict(status="scored", score=rubric.scale.min, score_100=0.0, raw_score=rubric.scale.min,
+                           review_flags=flags, rationale="Empty answer: nothing to grade.", **base)
+        if len(text.split()) < MIN_WORDS:
+            flags.append(ReviewFlag(code="too_short", reason=f"fewer than {MIN_WORDS} words"))
+
+        sim = similarity_figures(self.embedder, q, text)
+        spans = injection_spans(text)
+        result = self._judge(q, rubric, text)
+        if spans:
+            flags.append(
+                ReviewFlag(code="injection_suspected", reason=f"text addressed to the grader: {spans[0][:80]!r}")
+            )
+            # Never let the injected text raise a level: judge the answer without it and keep the lower reading.
+            clean = sanitise(text)
+            if result.status == "scored":
+                other = self._judge(q, rubric, clean) if clean else None
+                result = _lower_of(result, other)
+        usage = result.usage.model_copy()
+        if result.status != "scored":
+            flags.append(ReviewFlag(code="unscored", reason=result.reason))
+            return Verdict(status="unscored", reason=result.reason, score=None, score_100=None, review_flags=flags,
+                           similarity=sim, usage=usage, answer_chars=len(text), raw_reply=result.raw_reply, **base)
+        if result.off_task:
+            flags.append(ReviewFlag(code="off_task", reason="the judge found the answer off-task or addressed to it"))
+
+        # Explanation pass: generated after the levels are fixed; it never changes a number.
+        if self.judge.mode == "probability" and self.explain_enabled():
+            levels = {k: int(round(v.level)) for k, v in result.criteria.items() if v.level is not None}
+            ev, rationale, u, err = self.judge.explain(q, rubric, text, levels, self.prompts)
+            _add_usage(usage, u)
+            for cid, (quote, reason) in ev.items():
+                if cid in result.criteria:
+                    result.criteria[cid].evidence, result.criteria[cid].reason = quote, reason
+            result.rationale = rationale or result.rationale
+            if err:
+                flags.append(ReviewFlag(code="explanation_failed", reason=f"no explanation: {err}"))
+
+        criteria = []
+        for c in rubric.criteria:
+            co = result.criteria.get(c.id)
+            supported = evidence_supported(co.evidence, text) if co else None
+            criteria.append(
+                CriterionResult(
+                    id=c.id, weight=c.weight, level=round(co.level, 4) if co and co.level is not None else None,
+                    argmax_level=co.argmax if co else None, probabilities=co.probabilities if co else None,
+                    evidence=co.evidence if co else "", evidence_supported=supported, reason=co.reason if co else "",
+                )
+            )
+        flag_defs = {f.id: f for f in q.red_flags}
+        red = []
+        hits: list[RedFlag] = []
+        for fid, fo in result.red_flags.items():
+            f = flag_defs[fid]
+            supported = evidence_supported(fo.evidence, text)
+            if fo.hit:
+                hits.append(f)
+            if fo.hit or (fo.probability or 0) >= 0.25:
+                red.append(RedFlagResult(id=fid, effect=f.effect, value=f.value, probability=fo.probability,
+                                         evidence=fo.evidence, evidence_supported=supported))
+        red_hits = [r for r in red if r.id in {h.id for h in hits}]
+
+        unsupported = [c.id for c in criteria if c.evidence_supported is False] + [
+            r.id for r in red_hits if r.evidence_supported is False
+        ]
+        if unsupported:
+            flags.append(ReviewFlag(code="unsupported_evidence",
+                                    reason=f"quotes not found in the answer for: {', '.join(unsupported)}"))
+        if any(h.effect == Effect.fail for h in hits):
+            flags.append(ReviewFlag(code="red_flag_fail",
+                                    reason=f"red flag with effect 'fail': {', '.join(h.id for h in hits if h.effect == Effect.fail)}"))
+
+        levels = {c.id: c.level for c in criteria if c.level is not None}
+        holistic = result.holistic.expected if result.holistic else None
+        crit_levels = levels if len(levels) == len(rubric.criteria) else None
+        fraction = combine(rubric, crit_levels, holistic, sim.best_reference, hits)
+        raw = to_scale(fraction, rubric)
+        score, score_100 = raw, round(fraction * 100, 2)
+        if self.calibration is not None:
+            score = self.calibration.apply(verdict_features(q.id, raw, holistic, levels, sim, len(text)))
+            lo, hi = self.calibration.scale_min, self.calibration.scale_max
+            base.update(scale_min=lo, scale_max=hi)
+            score_100 = round(100 * (score - lo) / (hi - lo), 2)
+
+        if sim.best_reference >= DISAGREE_HIGH_SIM and fraction <= DISAGREE_LOW_SCORE:
+            flags.append(ReviewFlag(code="judge_similarity_disagree",
+                                    reason=f"close to the reference (cosine {sim.best_reference:.2f}) but judged low"))
+        elif sim.best_reference <= DISAGREE_LOW_SIM and fraction >= DISAGREE_HIGH_SCORE:
+            flags.append(ReviewFlag(code="judge_similarity_disagree",
+                                    reason=f"far from the reference (cosine {sim.best_reference:.2f}) but judged high"))
+
+        return Verdict(
+            status="scored", score=score, score_100=score_100, raw_score=raw,
+            holistic_level=round(holistic, 4) if holistic is not None else None,
+            holistic_probabilities=result.holistic.probabilities if result.holistic else None,
+            criteria=criteria, red_flags=red, rationale=result.rationale, review_flags=flags, similarity=sim,
+            usage=usage, answer_chars=len(text), **base,
+        )
+
+    def _judge(self, q: Question, rubric: Rubric, text: str) -> JudgeResult:
+        self.judge_calls += 1
+        return self.judge.judge(q, rubric, text, self.prompts)
+
+
+def verdict_features(question_id, raw, holistic, levels, sim: Similarity | None, chars: int) -> dict:
+    return {
+        "question_id": question_id,
+        "score": raw,
+        "holistic": holistic,
+        "criteria": levels,
+        "similarity": sim.best_reference if sim else None,
+        "key_point_coverage": sim.key_point_coverage if sim else None,
+        "answer_chars": chars,
+    }
+
+
+def _lower_of(a: JudgeResult, b: JudgeResult | None) -> JudgeResult:
+    """Per criterion and holistic: the lower level; per red flag: the higher probability."""
+    if b is None or b.status != "scored":
+        return a
+    out = a.model_copy(deep=True)
+    for cid, co in b.criteria.items():
+        mine = out.criteria.get(cid)
+        if mine is None or (co.level is not None and mine.level is not None and co.level < mine.level):
+            out.criteria[cid] = CriterionOut(**co.model_dump())
+    if b.holistic and (out.holistic is None or b.holistic.expected < out.holistic.expected):
+        out.holistic = b.holistic
+    for fid, fo in b.red_flags.items():
+        mine = out.red_flags.get(fid)
+        if mine is None or (fo.probability or 0) > (mine.probability or 0) or (fo.hit and not mine.hit):
+            out.red_flags[fid] = FlagOut(**fo.model_dump())
+    _add_usage(out.usage, b.usage)
+    return out
+
+
+def _add_usage(total: Usage, u: Usage) -> None:
+    total.calls += u.calls
+    total.prompt_tokens += u.prompt_tokens
+    total.completion_tokens += u.completion_tokens
+    total.seconds += u.seconds
+
+
+# ---------------------------------------------------------------- public API
+
+
+def build_evaluator(
+    judge: str | None = None,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    settings: JudgeSettings | None = None,
+    embedder: str = "minilm",
+    use_cache: bool = True,
+    refresh: bool = False,
+    cache_path: str | os.PathLike | None = None,
+    calibration: str | os.PathLike | None = None,
+    explain: bool | None = None,
+    max_chars: int = DEFAULT_MAX_ANSWER_CHARS,
+    **judge_kw,
+) -> Evaluator:
+    resources = Resources.locate(data_dir)
+    settings = settings or resolve_judge_settings(judge, explain=explain, **judge_kw)
+    mapping = None
+    if calibration:
+        from .calibration import load_mapping
+
+        mapping = load_mapping(Path(calibration))
+    cache = VerdictCache(Path(cache_path) if cache_path else cache_dir() / "verdicts.sqlite3") if use_cache else None
+    return Evaluator(
+        resources=resources, judge=make_judge(settings), embedder_name=embedder, cache=cache, refresh=refresh,
+        max_chars=max_chars, calibration=mapping, explain=explain,
+    )
+
+
+def score_answer(question_id: str, answer: str, *, eval_set: str | None = None, evaluator: Evaluator | None = None,
+                 **kw) -> Verdict:
+    """Scores one answer to a bank question. `kw` go to build_evaluator (judge=..., use_cache=...)."""
+    ev = evaluator or build_evaluator(**kw)
+    if not answer or not answer.strip():
+        raise InputError("the answer is empty: pass the candidate's text (--answer, --answer-file or stdin)")
+    les, q = ev.resources.find_question(question_id, eval_set)
+    return ev.score(les, q, answer)

@@ -1,0 +1,160 @@
+"""The shipped bank and rubrics: complete, valid, and covering every seed question."""
+
+import csv
+import re
+
+import pytest
+import yaml
+from conftest import ROOT, SHARED, run_cli
+
+from evaluator.errors import ValidationError
+from evaluator.resources import Resources
+
+BANK = ROOT / "eval_sets" / "ml-screening.yaml"
+COVERAGE = ROOT / "eval_sets" / "ml-screening.coverage.csv"
+
+
+def seed_questions() -> list[str]:
+    out = []
+    for p in sorted((SHARED / "seeds").glob("*.txt")):
+        lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
+        if p.name.startswith("000_"):
+            out += [ln for ln in lines if ln.endswith("?")]
+        else:
+            # Numbered questions; the numbered list inside one answer (regression assumptions) is not one.
+            out += [ln for ln in lines if re.match(r"^\d+\. ", ln) and ("?" in ln or re.match(r"^\d+\. (Explain|Describe|Differentiate)", ln))]
+    return out
+
+
+@pytest.mark.skipif(not (SHARED / "seeds").exists(), reason="shared/seeds not beside the checkout")
+def test_every_seed_question_is_in_the_coverage_table(resources):
+    rows = list(csv.DictReader(open(COVERAGE, encoding="utf-8", newline="")))
+    covered = {r["seed_question"] for r in rows}
+    seeds = seed_questions()
+    assert len(seeds) == 95
+    missing = [q for q in seeds if q not in covered]
+    assert not missing, missing
+    ids = set(resources.load_eval_set("ml-screening").by_id)
+    assert {r["bank_id"] for r in rows} <= ids
+
+
+def test_every_bank_question_is_complete(resources):
+    es = resources.load_eval_set("ml-screening").eval_set
+    assert len(es.questions) >= 85
+    for q in es.questions:
+        assert q.references and all(60 <= len(r.split()) <= 160 for r in q.references), q.id
+        assert 3 <= len(q.key_points) <= 6, q.id
+        assert len(q.red_flags) >= 2, q.id
+        assert sorted(e.band.value for e in q.exemplars) == ["partial", "strong", "weak"], q.id
+        assert q.level.value in {"junior", "mid", "senior"}
+
+
+def test_bank_text_is_not_copied_from_the_seeds():
+    seeds = " ".join(p.read_text(encoding="utf-8") for p in (SHARED / "seeds").glob("*.txt")).lower()
+    es = yaml.safe_load(BANK.read_text(encoding="utf-8"))
+    copied = []
+    for q in es["questions"]:
+        for text in q["references"] + [e["answer"] for e in q["exemplars"]]:
+            words = re.findall(r"[a-z0-9']+", text.lower())
+            # Any run of 12 words that also appears in a seed counts as copying.
+            for i in range(len(words) - 11):
+                if " ".join(words[i : i + 12]) in re.sub(r"[^a-z0-9' ]+", " ", seeds).replace("  ", " "):
+                    copied.append((q["id"], " ".join(words[i : i + 12])))
+                    break
+    assert not copied, copied[:5]
+
+
+def test_rubric_levels_and_weights(resources):
+    for lr in resources.rubrics().values():
+        r = lr.rubric
+        assert abs(sum(c.weight for c in r.criteria) - r.weights_sum) < 1e-9
+        for c in r.criteria:
+            assert sorted(c.levels) == [0, 1, 2, 3, 4]
+    screening = resources.rubric("ml-screening").rubric
+    assert all(set(c.level_expectations) == {"junior", "mid", "senior"} for c in screening.criteria)
+
+
+def _broken_copy(tmp_path, mutate, rubric_mutate=None):
+    root = tmp_path / "data"
+    for d in ("rubrics", "prompts", "eval_sets"):
+        (root / d).mkdir(parents=True)
+    for p in (ROOT / "rubrics").glob("*.yaml"):
+        text = p.read_text()
+        if rubric_mutate and p.stem == "ml-screening":
+            text = rubric_mutate(text)
+        (root / "rubrics" / p.name).write_text(text)
+    for p in (ROOT / "prompts").glob("*.j2"):
+        (root / "prompts" / p.name).write_text(p.read_text())
+    data = yaml.safe_load(BANK.read_text())
+    data["questions"] = data["questions"][:3]
+    mutate(data)
+    (root / "eval_sets" / "bank.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return root
+
+
+@pytest.mark.parametrize(
+    "mutate,expect",
+    [
+        (lambda d: d["questions"][1].update(colour="red"), r"bank.yaml:\d+ \(question .+\): .*unknown key 'colour'"),
+        (lambda d: d["questions"][0].update(references=[]), r"bank.yaml:\d+ \(question .+\): questions.0.references"),
+        (lambda d: d["questions"][2].update(id=d["questions"][0]["id"]), r"bank.yaml:\d+ \(question .+\): duplicate id"),
+        (lambda d: d["questions"][0].update(level="principal"), r"bank.yaml:\d+ \(question .+\): questions.0.level"),
+        (lambda d: d["questions"][1].update(rubric="nope"), r"bank.yaml:\d+ \(question .+\): rubric 'nope' does not exist"),
+    ],
+    ids=["unknown-key", "missing-reference", "duplicate-id", "bad-level", "unknown-rubric"],
+)
+def test_validate_locates_problems(tmp_path, mutate, expect):
+    root = _broken_copy(tmp_path, mutate)
+    with pytest.raises(ValidationError) as e:
+        Resources(root).load_eval_set("bank")
+    assert re.search(expect, str(e.value)), str(e.value)
+    r = run_cli("questions", "validate", "--data-dir", str(root))
+    assert r.returncode == 3
+    assert re.search(expect, r.stderr), r.stderr
+
+
+def test_validate_rejects_weights_that_do_not_sum(tmp_path):
+    root = _broken_copy(tmp_path, lambda d: None, lambda t: t.replace("weight: 0.4", "weight: 0.5", 1))
+    r = run_cli("questions", "validate", "--data-dir", str(root))
+    assert r.returncode == 3
+    assert re.search(r"ml-screening.yaml.*weights sum to 1.1 but weights_sum is 1", r.stderr), r.stderr
+
+
+def test_shipped_bank_validates():
+    r = run_cli("questions", "validate")
+    assert r.returncode == 0, r.stderr
+    assert "85 questions" in r.stdout
+
+
+def test_json_schemas_are_current(tmp_path):
+    from evaluator.resources import export_schemas
+
+    for p in export_schemas(tmp_path):
+        shipped = ROOT / ("rubrics" if p.name.startswith("rubric") else "eval_sets") / p.name
+        assert shipped.read_text() == p.read_text(), f"{shipped} is stale: run `evaluator questions schema`"
+
+
+def test_missing_data_dir_names_paths_tried(tmp_path):
+    r = run_cli("questions", "list", "--data-dir", str(tmp_path / "nowhere"))
+    assert r.returncode == 2
+    assert str(tmp_path / "nowhere") in r.stderr and "--data-dir" in r.stderr
+
+
+def test_import_questions_from_csv(tmp_path):
+    src = tmp_path / "q.csv"
+    src.write_text("question_id,question,reference_answer,level,key_points\n"
+                   "q1,What is a hash map?,A structure mapping keys to values via a hash function.,junior,keys;hash\n"
+                   "q1,What is a hash map?,A structure mapping keys to values via a hash function.,junior,keys;hash\n"
+                   "q2,What is recursion?,A function calling itself on a smaller input.,,\n", encoding="utf-8")
+    out = tmp_path / "mine.yaml"
+    r = run_cli("questions", "import", str(src), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    r = run_cli("questions", "validate", str(out))
+    assert r.returncode == 0, r.stderr
+    data = yaml.safe_load(out.read_text())
+    assert [q["id"] for q in data["questions"]] == ["q1", "q2"]
+    assert data["questions"][0]["key_points"] == ["keys", "hash"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,question\nq1,What?\n", encoding="utf-8")
+    r = run_cli("questions", "import", str(bad), "--out", str(tmp_path / "x.yaml"))
+    assert r.returncode == 3 and "columns found: id, question" in r.stderr

@@ -1,0 +1,56 @@
+"""The verdict cache: hit, miss, invalidation, concurrent writers."""
+
+import threading
+
+from evaluator.cache import VerdictCache
+from evaluator.prompts import PromptSet
+from evaluator.scoring import build_evaluator
+
+
+def test_second_run_makes_no_judge_call(tmp_path):
+    ev = build_evaluator(judge="fake:overlap", embedder="fake:hash", cache_path=tmp_path / "c.sqlite3")
+    les, q = ev.resources.find_question("overfitting")
+    a = ev.score(les, q, "Overfitting is fitting noise in the training data.")
+    calls = ev.judge.backend.calls
+    b = ev.score(les, q, "Overfitting is fitting noise in the training data.")
+    assert ev.judge.backend.calls == calls and a == b
+    ev.refresh = True
+    ev.score(les, q, "Overfitting is fitting noise in the training data.")
+    assert ev.judge.backend.calls > calls
+
+
+def test_key_changes_with_rubric_prompt_answer_and_model(tmp_path, resources):
+    ev = build_evaluator(judge="fake:overlap", embedder="fake:hash", cache_path=tmp_path / "c.sqlite3")
+    les, q = ev.resources.find_question("overfitting")
+    lr = ev.resources.rubric("ml-screening")
+    k = ev.key_for(les, q, lr, "answer")
+    assert ev.key_for(les, q, lr, "answer 2") != k
+    assert ev.key_for(les, q, type(lr)(lr.rubric, lr.path, "otherhash"), "answer") != k
+    prompts_copy = tmp_path / "prompts"
+    prompts_copy.mkdir()
+    for p in resources.prompts_dir.glob("*.j2"):
+        (prompts_copy / p.name).write_text(p.read_text() + ("\n" if p.name == "system.j2" else ""))
+    ev.prompts = PromptSet(prompts_copy)
+    assert ev.key_for(les, q, lr, "answer") != k
+    ev2 = build_evaluator(judge="fake:overlap", embedder="fake:hash", temperature=0.5, use_cache=False)
+    assert ev2.key_for(les, q, lr, "answer") != k
+
+
+def test_concurrent_writers(tmp_path):
+    path = tmp_path / "c.sqlite3"
+    errors = []
+
+    def writer(n):
+        try:
+            c = VerdictCache(path)
+            for i in range(50):
+                c.put(f"{n}-{i}", "{}")
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(VerdictCache(path)) == 300
