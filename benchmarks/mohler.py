@@ -1,0 +1,212 @@
+"""Grading quality on the Mohler/UNT short-answer data: the ablation table from stored judge outputs.
+
+    python benchmarks/mohler.py                      # table from benchmarks/results/*.jsonl (seconds)
+    python benchmarks/mohler.py --export runs/X NAME # store a grading folder's outputs as results/NAME.jsonl
+    python benchmarks/mohler.py --from-scratch       # import the questions, grade all answers, export, table
+
+The stored files hold, per answer id, the judge's levels and probabilities and the similarity figures:
+no answer text and no evidence quotes (the data set stays in ../shared). Every number below is computed
+with 5-fold cross-validation grouped by question: a question's answers never train the map that scores them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LinearRegression, Ridge
+from sklearn.model_selection import GroupKFold, KFold
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from evaluator import agreement  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "datasets" / "mohler" / "answers.csv"
+RESULTS = ROOT / "benchmarks" / "results"
+LO, HI = 0.0, 5.0
+
+
+def load_data() -> list[dict]:
+    with open(DATA, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def export(run_dir: Path, name: str) -> Path:
+    """Keeps what the analysis needs from a grading folder's verdicts (no text, no quotes)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{name}.jsonl"
+    n = 0
+    with open(run_dir / "verdicts.jsonl", encoding="utf-8") as f, open(out, "w", encoding="utf-8") as g:
+        for line in f:
+            v = json.loads(line)
+            sim = v.get("similarity") or {}
+            g.write(json.dumps({
+                "answer_id": v["answer_id"], "question_id": v["question_id"], "status": v["status"],
+                "holistic": v.get("holistic_level"), "holistic_probabilities": v.get("holistic_probabilities"),
+                "criteria": {c["id"]: {"level": c["level"], "probabilities": c["probabilities"]}
+                             for c in v.get("criteria", []) if c.get("level") is not None},
+                "similarity": sim.get("best_reference"), "key_point_coverage": sim.get("key_point_coverage"),
+                "answer_chars": v.get("answer_chars"), "review_flags": [r["code"] for r in v.get("review_flags", [])],
+                "judge": f"{v['provenance']['judge_backend']}:{v['provenance']['judge_model']}",
+                "prompt_hash": v["provenance"]["prompt_hash"], "seconds": v["usage"]["seconds"],
+            }) + "\n")
+            n += 1
+    print(f"wrote {out} ({n} answers)")
+    return out
+
+
+def load_results(name: str) -> dict[str, dict]:
+    p = RESULTS / f"{name}.jsonl"
+    return {r["answer_id"]: r for r in map(json.loads, p.read_text(encoding="utf-8").splitlines())} if p.exists() else {}
+
+
+def tfidf_cosine(rows: list[dict]) -> np.ndarray:
+    vec = TfidfVectorizer(stop_words="english", sublinear_tf=True).fit(
+        [r["answer"] for r in rows] + sorted({r["reference_answer"] for r in rows}))
+    a = vec.transform([r["answer"] for r in rows])
+    b = vec.transform([r["reference_answer"] for r in rows])
+    num = np.asarray(a.multiply(b).sum(axis=1)).ravel()
+    den = np.sqrt(np.asarray(a.multiply(a).sum(axis=1)).ravel() * np.asarray(b.multiply(b).sum(axis=1)).ravel())
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+
+def cv_predict(x: np.ndarray, y: np.ndarray, groups: np.ndarray, split: str, model=None) -> np.ndarray:
+    x = x.reshape(len(y), -1)
+    folds = (GroupKFold(n_splits=5).split(x, y, groups) if split == "group"
+             else KFold(n_splits=5, shuffle=True, random_state=0).split(x, y))
+    pred = np.zeros_like(y)
+    for tr, te in folds:
+        m = (model() if model else LinearRegression()).fit(x[tr], y[tr])
+        pred[te] = m.predict(x[te])
+    return np.clip(pred, LO, HI)
+
+
+def row_metrics(pred, y, groups, n_boot=300) -> dict:
+    m = agreement.metrics(pred, y, LO, HI)
+    ci = agreement.bootstrap_ci(pred, y, groups, LO, HI, n_boot=n_boot)
+    return {k: (m[k], ci[k]) for k in ("pearson", "rmse", "qwk", "mae")}
+
+
+def fmt(cell) -> str:
+    v, (lo, hi) = cell
+    return f"{v:.3f} [{lo:.3f},{hi:.3f}]"
+
+
+def table(stores: list[str]) -> None:
+    t0 = time.perf_counter()
+    rows = load_data()
+    y = np.array([float(r["grade"]) for r in rows])
+    groups = np.array([r["question_id"] for r in rows])
+    g1 = np.array([float(r["grade_1"]) for r in rows])
+    g2 = np.array([float(r["grade_2"]) for r in rows])
+    feats: dict[str, np.ndarray] = {"tfidf": tfidf_cosine(rows)}
+    loaded = {name: load_results(name) for name in stores}
+    loaded = {k: v for k, v in loaded.items() if v}
+    if not loaded:
+        print(f"no stored judge outputs in {RESULTS}; run with --from-scratch")
+        return
+    keep = np.ones(len(rows), dtype=bool)
+    for res in loaded.values():
+        ok = np.array([r["answer_id"] in res and res[r["answer_id"]]["status"] == "scored" for r in rows])
+        keep &= ok
+    for name, res in loaded.items():
+        get = [res.get(r["answer_id"], {}) for r in rows]
+        feats[f"{name}:similarity"] = np.array([g.get("similarity") or 0.0 for g in get])
+        feats[f"{name}:holistic"] = np.array([g.get("holistic") if g.get("holistic") is not None else np.nan for g in get])
+        feats[f"{name}:argmax"] = np.array([
+            float(max(g["holistic_probabilities"], key=g["holistic_probabilities"].get))
+            if g.get("holistic_probabilities") else np.nan for g in get])
+        crit_ids = sorted({c for g in get for c in (g.get("criteria") or {})})
+        for c in crit_ids:
+            feats[f"{name}:criterion:{c}"] = np.array([
+                (g.get("criteria") or {}).get(c, {}).get("level", np.nan) for g in get], dtype=float)
+        feats[f"{name}:log_chars"] = np.log1p(np.array([g.get("answer_chars") or 0 for g in get], dtype=float))
+    n = int(keep.sum())
+    y, groups, g1, g2 = y[keep], groups[keep], g1[keep], g2[keep]
+    feats = {k: v[keep] for k, v in feats.items()}
+    main = next(iter(loaded))
+
+    def ridge():
+        return Ridge(alpha=1.0)
+
+    configs: list[tuple[str, list[str], object]] = [
+        ("TF-IDF cosine baseline (linear map)", ["tfidf"], None),
+        ("similarity only: MiniLM cosine", [f"{main}:similarity"], None),
+        ("judge only: holistic, argmax level (no logprob weighting)", [f"{main}:argmax"], None),
+        ("judge only: holistic, expected level (logprob-weighted)", [f"{main}:holistic"], None),
+    ]
+    crit = [k for k in feats if k.startswith(f"{main}:criterion:")]
+    if crit:
+        configs.append(("judge only: per-criterion expected levels", crit, ridge))
+    for name in list(loaded)[1:]:
+        configs.append((f"judge only: holistic ({name})", [f"{name}:holistic"], None))
+    configs += [
+        ("combined: MiniLM + holistic expected (ridge)", [f"{main}:similarity", f"{main}:holistic"], ridge),
+        ("combined + TF-IDF + length (ridge)", [f"{main}:similarity", f"{main}:holistic", "tfidf", f"{main}:log_chars"],
+         ridge),
+    ]
+    if len(loaded) > 1:
+        allh = [f"{k}:holistic" for k in loaded]
+        configs.append(("combined: MiniLM + every stored judge view (ridge)", [f"{main}:similarity", *allh], ridge))
+    print(f"Mohler dev answers with every stored view scored: {n}; official grade = mean of two graders; "
+          f"95% CI resampled by question")
+    print(f"{'configuration':64s} {'pearson':>22s} {'rmse':>22s} {'qwk':>22s} {'mae':>22s}")
+    hh = row_metrics(g1, g2, groups)
+    print(f"{'human grader 1 vs grader 2 (ceiling)':64s} " + " ".join(f"{fmt(hh[k]):>22s}" for k in hh))
+    best = None
+    for label, keys, model in configs:
+        x = np.column_stack([feats[k] for k in keys])
+        if np.isnan(x).any():
+            col_mean = np.nanmean(x, axis=0)
+            x = np.where(np.isnan(x), col_mean, x)
+        pred = cv_predict(x, y, groups, "group", model)
+        m = row_metrics(pred, y, groups)
+        print(f"{label:64s} " + " ".join(f"{fmt(m[k]):>22s}" for k in m))
+        if best is None or m["pearson"][0] > best[1]["pearson"][0]:
+            best = (label, m, x, model)
+    label, m, x, model = best
+    seen = row_metrics(cv_predict(x, y, groups, "within", model), y, groups)
+    print(f"{'  same, seen-questions CV (folds split within questions)':64s} "
+          + " ".join(f"{fmt(seen[k]):>22s}" for k in seen))
+    print(f"best: {label}; analysis took {time.perf_counter() - t0:.1f} s")
+    print(f"default (question-grouped CV): pearson {m['pearson'][0]:.3f} rmse {m['rmse'][0]:.3f} qwk {m['qwk'][0]:.3f}")
+
+
+def from_scratch(name: str) -> None:
+    run = ROOT / "runs" / name
+    bank = ROOT / "runs" / "mohler.yaml"
+    ev = [sys.executable, "-m", "evaluator"]
+    subprocess.run([*ev, "questions", "import", str(DATA), "--out", str(bank), "--id", "mohler-dev",
+                    "--topic", "computer-science"], check=True)
+    t0 = time.perf_counter()
+    subprocess.run([*ev, "grade", str(DATA), "--eval-set", str(bank), "--candidate-column", "answer_id",
+                    "--out", str(run)], check=True)
+    print(f"grading took {time.perf_counter() - t0:.0f} s")
+    export(run, name)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--export", nargs=2, metavar=("RUN_DIR", "NAME"))
+    p.add_argument("--from-scratch", action="store_true")
+    p.add_argument("--stores", default="mohler-holistic",
+                   help="comma-separated stored result names; the first is the main judge view")
+    a = p.parse_args()
+    if a.export:
+        export(Path(a.export[0]), a.export[1])
+        return
+    if a.from_scratch:
+        from_scratch(a.stores.split(",")[0])
+    table(a.stores.split(","))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Real model loads: the bundled embedding model and one in-process judgment by the embedded judge.
+Marked slow; CI still runs them so a broken install step of the default is caught."""
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_minilm_similarity_separates_strong_from_weak(resources):
+    from evaluator.embeddings import get_embedder
+    from evaluator.scoring import similarity_figures
+
+    emb = get_embedder("minilm")
+    les = resources.load_eval_set("ml-screening")
+    wins = 0
+    qs = les.eval_set.questions[:20]
+    for q in qs:
+        ex = {e.band.value: e.answer for e in q.exemplars}
+        strong = similarity_figures(emb, q, ex["strong"]).best_reference
+        weak = similarity_figures(emb, q, ex["weak"]).best_reference
+        wins += strong > weak
+    assert emb.name == "sentence-transformers/all-MiniLM-L6-v2"
+    assert wins >= 16, f"strong exemplar closer to the reference on only {wins}/20 questions"
+
+
+def test_embedded_judge_scores_offline(resources):
+    from evaluator.scoring import build_evaluator
+
+    ev = build_evaluator(use_cache=True, explain=True)  # the default: embedded model, no key, no network
+    assert ev.judge.backend_name == "local" and ev.judge.mode == "probability"
+    les, q = resources.find_question("overfitting")
+    answer = next(e.answer for e in q.exemplars if e.band.value == "strong")
+    v = ev.score(les, q, answer)
+    assert v.status == "scored" and v.provenance.judge_model.startswith("qwen2.5-coder-1.5b")
+    for c in v.criteria:
+        assert c.probabilities and abs(sum(c.probabilities.values()) - 1) < 1e-3
+        assert 0 <= c.level <= 4
+    assert v.holistic_probabilities and 0 <= v.score <= 10
+    assert v.rationale, "the explanation pass should have produced a rationale"
+    calls = v.usage.calls
+    again = ev.score(les, q, answer)  # from the cache: identical, no new call
+    assert again == v and calls > 0
+
+
+def test_wheel_carries_its_data(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import sysconfig
+
+    from conftest import ROOT
+
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path / "dist")],
+                   cwd=ROOT, check=True, capture_output=True)
+    wheel = next((tmp_path / "dist").glob("evaluator-*.whl"))
+    venv = tmp_path / "fresh"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    target = next((venv / "lib").glob("python3*/site-packages"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+                   check=True)
+    # Dependencies come from the dev environment's site-packages (where the checkout is only an editable
+    # .pth, which PYTHONPATH does not process), so `evaluator` can only be the installed wheel.
+    env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]}
+    env.pop("EVALUATOR_DATA_DIR", None)
+    py = venv / "bin" / "python"
+    r = subprocess.run([str(py), "-c", "import evaluator, evaluator.resources as r; print(evaluator.__file__); "
+                        "print(r.find_data_dir())"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert str(target) in r.stdout and "_data" in r.stdout, r.stdout
+    r = subprocess.run([str(py), "-m", "evaluator", "questions", "validate"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "85 questions" in r.stdout
