@@ -120,6 +120,10 @@ class ResultStore:
         self.lock = threading.Lock()
         with self.conn:
             self.conn.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL: a commit survives the process being killed (no fsync per row, which cost ~3 ms of
+            # the single result-saving thread per answer); only an OS crash may lose the last rows, which a
+            # re-run grades again.
+            self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute(
                 "CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, line INTEGER, candidate_id TEXT, "
                 "question_id TEXT, answer_id TEXT, answer TEXT, extra TEXT, status TEXT, verdict TEXT, "

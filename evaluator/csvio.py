@@ -27,6 +27,9 @@ def read_text(path: Path) -> tuple[str, str, list[str]]:
             return raw.decode(enc), "utf-8", []
         except UnicodeDecodeError:
             pass
+    # A UTF-8 byte-order mark in front of a cp1252 body (a file saved by several tools) is not text.
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
     try:
         text = raw.decode("cp1252")
         enc = "cp1252"

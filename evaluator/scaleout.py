@@ -38,7 +38,8 @@ def export_batch(ev: Evaluator, les: LoadedEvalSet, rows, path: Path) -> int:
         for r in rows:
             f.write(json.dumps(request_line(ev, les, r.key, r.question_id, r.answer), ensure_ascii=False) + "\n")
     (path.parent / (path.name + ".meta.json")).write_text(
-        json.dumps({"eval_set": str(les.path), "judge": ev.judge.settings.public_params()}, indent=2)
+        json.dumps({"eval_set": str(les.path), "judge": ev.judge.settings.public_params(),
+                    "embedder": ev.embedder_name}, indent=2)
     )
     return len(rows)
 
@@ -105,7 +106,9 @@ def import_batch(a: argparse.Namespace) -> int:
     meta = json.loads(meta_candidates[0].read_text()) if meta_candidates else {}
     settings = resolve_judge_settings("openai", model=(meta.get("judge") or {}).get("model") or "batch",
                                       api_key="unused", base_url="http://127.0.0.1:9")
-    ev = build_evaluator(data_dir=a.data_dir, settings=settings, use_cache=False, explain=False)
+    # Similarity figures come from the embedder the batch was exported with (not always the default).
+    ev = build_evaluator(data_dir=a.data_dir, settings=settings, use_cache=False, explain=False,
+                         embedder=meta.get("embedder") or "minilm")
     res: Resources = ev.resources
     les = res.load_eval_set(meta.get("eval_set") or "ml-screening")
     seen = 0

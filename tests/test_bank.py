@@ -5,8 +5,8 @@ import re
 
 import pytest
 import yaml
-from conftest import ROOT, SHARED, run_cli
 
+from conftest import ROOT, SHARED, run_cli
 from evaluator.errors import ValidationError
 from evaluator.resources import Resources
 
