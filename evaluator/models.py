@@ -219,6 +219,9 @@ class CriterionResult(BaseModel):
     level: float | None = Field(description="Expected level 0-4 (probability-weighted where available).")
     argmax_level: int | None = None
     probabilities: dict[str, float] | None = None
+    probability_source: str = Field(
+        default="", description="logits | top_logprobs | sampled (the endpoint gave no logprobs: one-hot)"
+    )
     evidence: str = ""
     evidence_supported: bool | None = None
     reason: str = ""
@@ -226,6 +229,7 @@ class CriterionResult(BaseModel):
 
 class RedFlagResult(BaseModel):
     id: str
+    hit: bool = Field(default=True, description="False: reported for its probability only; no effect applied.")
     effect: Effect
     value: float
     probability: float | None = None

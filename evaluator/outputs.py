@@ -43,7 +43,7 @@ def write_outputs(store, les: LoadedEvalSet, resources: Resources, out: Path, ad
             r["line"], r["answer_id"], r["candidate_id"], r["question_id"], r["status"], v.get("score"),
             v.get("scale_max"), v.get("score_100"), v.get("holistic_level"),
             *[levels.get(c) for c in crit_ids],
-            ";".join(f["id"] for f in v.get("red_flags", [])),
+            ";".join(f["id"] for f in v.get("red_flags", []) if f.get("hit", True)),
             ";".join(f["code"] for f in v.get("review_flags", [])),
             sim.get("best_reference"), sim.get("key_point_coverage"), v.get("reason", ""),
             *[r["extra"].get(k, "") for k in extra_cols],
@@ -98,7 +98,7 @@ def scorecards(recs: list[dict], les: LoadedEvalSet, advance_at: float, reject_b
         cards.append({
             "candidate_id": cand, "overall_score_100": overall, **per_level, "questions_answered": len(rs),
             "scored": len(scored), "unscored": sum(bool(r["v"]) and r["v"]["status"] != "scored" for r in rs),
-            "red_flags": sum(len(r["v"]["red_flags"]) for r in scored), "review_count": reviews,
+            "red_flags": sum(sum(f.get("hit", True) for f in r["v"]["red_flags"]) for r in scored), "review_count": reviews,
             "recommendation": rec,
         })
     return cards

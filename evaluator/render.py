@@ -29,7 +29,8 @@ def print_verdict(v: Verdict, q: Question, console: Console | None = None) -> No
         c.print(f"overall level: {v.holistic_level:.2f} / 4")
     for r in v.red_flags:
         p = f" p={r.probability:.2f}" if r.probability is not None else ""
-        c.print(f"[red]red flag[/red] {r.id} ({r.effect.value} {r.value:g}){p} {r.evidence}")
+        label = "[red]red flag[/red]" if r.hit else "[yellow]possible red flag (below threshold, no effect)[/yellow]"
+        c.print(f"{label} {r.id} ({r.effect.value} {r.value:g}){p} {r.evidence}")
     if v.rationale:
         c.print(f"[italic]{v.rationale}[/italic]")
     if v.similarity:

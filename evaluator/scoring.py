@@ -191,7 +191,7 @@ class Evaluator:
             judge_model=self.judge.model_name,
             judge_mode=self.judge.mode,
             judge_params=self.judge.settings.public_params(),
-            embedding_model=self.embedder.name if self._embedder or self.embedder_name else self.embedder_name,
+            embedding_model=self.embedder.name,
             evaluator_version=__version__,
             calibration=getattr(self.calibration, "id", None),
             cache_key=key,
@@ -274,6 +274,7 @@ class Evaluator:
                 CriterionResult(
                     id=c.id, weight=c.weight, level=round(co.level, 4) if co and co.level is not None else None,
                     argmax_level=co.argmax if co else None, probabilities=co.probabilities if co else None,
+                    probability_source=co.source if co else "",
                     evidence=co.evidence if co else "", evidence_supported=supported, reason=co.reason if co else "",
                 )
             )
@@ -286,9 +287,9 @@ class Evaluator:
             if fo.hit:
                 hits.append(f)
             if fo.hit or (fo.probability or 0) >= 0.25:
-                red.append(RedFlagResult(id=fid, effect=f.effect, value=f.value, probability=fo.probability,
+                red.append(RedFlagResult(id=fid, hit=fo.hit, effect=f.effect, value=f.value, probability=fo.probability,
                                          evidence=fo.evidence, evidence_supported=supported))
-        red_hits = [r for r in red if r.id in {h.id for h in hits}]
+        red_hits = [r for r in red if r.hit]
 
         unsupported = [c.id for c in criteria if c.evidence_supported is False] + [
             r.id for r in red_hits if r.evidence_supported is False
