@@ -140,7 +140,10 @@ class ResultStore:
 
     def finished_keys(self) -> set[str]:
         with self.lock:
-            return {k for (k,) in self.conn.execute("SELECT key FROM results WHERE status != 'pending'")}
+            # Rows left unscored by a transient endpoint failure are graded again on a re-run.
+            return {k for (k,) in self.conn.execute(
+                "SELECT key FROM results WHERE status != 'pending' "
+                "AND NOT (status = 'unscored' AND json_extract(verdict, '$.retryable') = 1)")}
 
     def save(self, key: str, verdict: Verdict) -> None:
         with self.lock, self.conn:
@@ -353,8 +356,8 @@ def run_grade_command(a: argparse.Namespace, judge_kw: dict) -> int:
     secs = time.perf_counter() - t0
     paths = write_outputs(store, les, ev.resources, out, a.advance_at, a.reject_below, rejected)
     summary = summarise(store)
-    print(f"graded {summary['scored']} scored, {summary['unscored']} unscored "
-          f"{summary['unscored_by_reason'] or ''}, {len(rejected)} rejected, {summary['flagged']} flagged for review "
+    reasons = f" {summary['unscored_by_reason']}" if summary["unscored_by_reason"] else ""
+    print(f"graded {summary['scored']} scored, {summary['unscored']} unscored{reasons}, {len(rejected)} rejected, {summary['flagged']} flagged for review "
           f"in {secs:.1f} s; {progress.calls} judge calls, {progress.prompt_tokens + progress.completion_tokens} "
           f"tokens, est. cost ${progress.cost:.4f}")
     for p in paths:

@@ -33,6 +33,14 @@ class JudgeReplyError(Exception):
     """A reply that cannot be used (invalid JSON, schema violation, truncated)."""
 
 
+class EndpointError(JudgeReplyError):
+    """The endpoint gave no reply. `retryable`: a transient failure (429, 5xx, timeout) worth a later re-run."""
+
+    def __init__(self, message: str, retryable: bool):
+        super().__init__(message)
+        self.retryable = retryable
+
+
 # ---------------------------------------------------------------- results
 
 
@@ -71,6 +79,7 @@ class JudgeResult(BaseModel):
     usage: Usage = Usage()
     raw_reply: str | None = None
     dialect: str | None = None
+    retryable: bool = False
 
 
 def distribution(logprobs: dict[str, float], digits: list[str]) -> DigitRead:
@@ -198,6 +207,8 @@ class Judge:
                     _add(usage, u)
                     p = read.probabilities["1"]
                     out.red_flags[f.id] = FlagOut(hit=p >= rubric.red_flag_policy.min_probability, probability=p)
+        except EndpointError as e:
+            out.status, out.reason, out.retryable = "unscored", str(e), e.retryable
         except JudgeReplyError as e:
             out.status, out.reason = "unscored", f"judge reply unusable: {e}"
         out.usage = usage
@@ -210,7 +221,10 @@ class Judge:
         parsed, usage, raw, reads, err = self._ask_json(msgs.as_chat(), JudgeOutput, prompts, _check_output(q, rubric))
         out = JudgeResult(mode="structured", usage=usage, raw_reply=raw, dialect=getattr(self.backend, "dialect", None))
         if parsed is None:
-            out.status, out.reason = "unscored", f"judge reply unusable after one repair: {err}"
+            if isinstance(err, EndpointError):
+                out.status, out.reason, out.retryable = "unscored", str(err), err.retryable
+            else:
+                out.status, out.reason = "unscored", f"judge reply unusable after one repair: {err}"
             return out
         assert isinstance(parsed, JudgeOutput)
         by_id = {c.criterion: c for c in parsed.criteria}
@@ -234,14 +248,17 @@ class Judge:
         return out
 
     def _ask_json(self, chat: list[dict], model: type[BaseModel], prompts: PromptSet, check=None):
-        """One call, then one re-ask with the error; returns (parsed|None, usage, raw, reads, error)."""
+        """One call, then one re-ask with the error; returns (parsed|None, usage, raw, reads, error).
+        The error is an EndpointError when no reply came at all."""
         usage = Usage()
         schema = model.model_json_schema()
         raw = ""
-        err = ""
+        err: str | JudgeReplyError = ""
         for attempt in range(2):
             try:
                 raw, u, reads = self.backend.complete_json(chat, schema)
+            except EndpointError as e:
+                return None, usage, raw or None, [], e
             except JudgeReplyError as e:
                 return None, usage, raw or None, [], str(e)
             _add(usage, u)
@@ -268,7 +285,7 @@ class Judge:
         msgs = prompts.explain(q, rubric, answer, lv)
         parsed, usage, _raw, _reads, err = self._ask_json(msgs.as_chat(), ExplainOutput, prompts)
         if parsed is None:
-            return {}, "", usage, err
+            return {}, "", usage, str(err)
         assert isinstance(parsed, ExplainOutput)
         ev = {c.criterion: (c.evidence, c.reason) for c in parsed.criteria}
         return ev, parsed.rationale, usage, ""
@@ -349,12 +366,16 @@ class OpenAIBackend:
                 return resp, time.perf_counter() - t0
             except (self.openai.RateLimitError, self.openai.InternalServerError, self.openai.APIConnectionError) as e:
                 if attempt == self.max_attempts:
-                    raise JudgeReplyError(f"endpoint failed after {attempt} attempts: {type(e).__name__}") from e
-                wait = _retry_after(e) or delay * (1 + random.random())
+                    raise EndpointError(
+                        f"endpoint failed after {attempt} attempts ({type(e).__name__}); a re-run retries it",
+                        retryable=True,
+                    ) from e
+                ra = _retry_after(e)
+                wait = ra if ra is not None else delay * (1 + random.random())
                 time.sleep(min(wait, 30.0))
                 delay = min(delay * 2, 8.0)
             except self.openai.APIStatusError as e:
-                raise JudgeReplyError(f"endpoint answered HTTP {e.status_code}: {_short(e)}") from e
+                raise EndpointError(f"endpoint answered HTTP {e.status_code}: {_short(e)}", retryable=False) from e
 
     def _common(self) -> dict:
         kw = {"temperature": self.settings.temperature}
@@ -413,6 +434,8 @@ class OpenAIBackend:
             lp = getattr(choice, "logprobs", None)
             reads = levels_from_logprobs(lp.content) if lp is not None and lp.content else []
             return choice.message.content or "", _usage(resp, secs), reads
+        if isinstance(last, EndpointError) and last.retryable:
+            raise last  # the endpoint is down, not the dialect: a re-run retries the row
         raise JudgeReplyError(f"no structured-output dialect worked: {last}")
 
 

@@ -297,6 +297,7 @@ class Verdict(BaseModel):
     provenance: Provenance
     answer_chars: int = 0
     raw_reply: str | None = None
+    retryable: bool = Field(default=False, description="Unscored by a transient endpoint failure: a re-run retries.")
 
     @property
     def needs_review(self) -> bool:

@@ -114,7 +114,8 @@ def load_yaml(path: Path) -> tuple[str, Any]:
     except UnicodeDecodeError as e:
         raise ValidationError(f"{path}: not UTF-8 text ({e}); save the file as UTF-8") from e
     try:
-        data = yaml.safe_load(text)
+        # libyaml's loader when present: the bank parses several times faster.
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

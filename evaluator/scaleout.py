@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 from .errors import ValidationError
-from .judges import Judge, JudgeReplyError
+from .judges import Judge, JudgeReplyError, levels_from_logprobs
 from .models import JudgeOutput, Usage
 from .resources import LoadedEvalSet, Resources
 from .scoring import Evaluator
@@ -25,6 +26,9 @@ def request_line(ev: Evaluator, les: LoadedEvalSet, key: str, qid: str, answer: 
         "messages": msgs.as_chat(),
         "temperature": s.temperature,
         "max_tokens": s.max_tokens,
+        # Level probabilities where the batch endpoint gives them, as in live structured grading.
+        "logprobs": True,
+        "top_logprobs": 5,
         "response_format": {"type": "json_schema",
                             "json_schema": {"name": "verdict", "schema": JudgeOutput.model_json_schema()}},
     }
@@ -49,9 +53,10 @@ class _ReplayBackend:
 
     name = "openai-batch"
 
-    def __init__(self, model: str, content: str | None, usage: Usage, error: str | None):
+    def __init__(self, model: str, content: str | None, usage: Usage, error: str | None, reads=None):
         self.model = model
         self.content, self.usage, self.error = content, usage, error
+        self.reads = reads or []
         self.used = False
 
     def read_digits(self, messages, digits):
@@ -63,10 +68,20 @@ class _ReplayBackend:
         if self.used:
             raise JudgeReplyError("the batch reply was invalid and no re-ask is possible in an imported batch")
         self.used = True
-        return self.content or "", self.usage, []
+        return self.content or "", self.usage, self.reads
 
 
-def _parse_response_line(line: str, lineno: int, path: Path) -> tuple[str, str | None, Usage, str | None, str]:
+def _reads(choice: dict) -> list:
+    content = ((choice.get("logprobs") or {}).get("content")) or []
+
+    def ns(d: dict) -> SimpleNamespace:
+        return SimpleNamespace(token=d.get("token", ""), logprob=d.get("logprob", -1e9),
+                               top_logprobs=[ns(t) for t in d.get("top_logprobs") or []])
+
+    return levels_from_logprobs([ns(t) for t in content])
+
+
+def _parse_response_line(line: str, lineno: int, path: Path) -> tuple[str, str | None, Usage, str | None, str, list]:
     try:
         obj = json.loads(line)
         key = obj["custom_id"]
@@ -75,18 +90,18 @@ def _parse_response_line(line: str, lineno: int, path: Path) -> tuple[str, str |
     resp = obj.get("response") or {}
     if obj.get("error") or resp.get("status_code", 200) != 200:
         err = obj.get("error") or {"status_code": resp.get("status_code")}
-        return key, None, Usage(), f"batch request failed: {json.dumps(err)[:200]}", ""
+        return key, None, Usage(), f"batch request failed: {json.dumps(err)[:200]}", "", []
     body = resp.get("body") or {}
     try:
         choice = body["choices"][0]
         content = choice["message"]["content"]
     except (KeyError, IndexError, TypeError):
-        return key, None, Usage(), "batch response has no choices[0].message.content", ""
+        return key, None, Usage(), "batch response has no choices[0].message.content", "", []
     if choice.get("finish_reason") == "length":
-        return key, content, Usage(), "the reply was truncated at max_tokens", body.get("model", "")
+        return key, content, Usage(), "the reply was truncated at max_tokens", body.get("model", ""), []
     u = body.get("usage") or {}
     usage = Usage(calls=1, prompt_tokens=u.get("prompt_tokens", 0), completion_tokens=u.get("completion_tokens", 0))
-    return key, content, usage, None, body.get("model", "")
+    return key, content, usage, None, body.get("model", ""), _reads(choice)
 
 
 def import_batch(a: argparse.Namespace) -> int:
@@ -117,12 +132,12 @@ def import_batch(a: argparse.Namespace) -> int:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            key, content, usage, error, model = _parse_response_line(line, lineno, path)
+            key, content, usage, error, model, reads = _parse_response_line(line, lineno, path)
             if key not in rows:
                 unknown.append(key)
                 continue
             r = rows[key]
-            backend = _ReplayBackend(model or settings.model or "batch", content, usage, error)
+            backend = _ReplayBackend(model or settings.model or "batch", content, usage, error, reads)
             ev.judge = Judge(backend=backend, settings=settings, mode="structured", explain_default=False)
             v = ev.score(les, les.by_id[r["question_id"]], r["answer"])
             if error and v.status == "unscored":

@@ -221,7 +221,7 @@ class Evaluator:
                 return Verdict.model_validate_json(hit)
         prov = self.provenance(les, q, lr, key)
         verdict = self._score_uncached(q, rubric, text, flags, prov)
-        if self.cache is not None:
+        if self.cache is not None and not verdict.retryable:
             self.cache.put(key, verdict.model_dump_json())
         return verdict
 
@@ -250,7 +250,8 @@ class Evaluator:
         if result.status != "scored":
             flags.append(ReviewFlag(code="unscored", reason=result.reason))
             return Verdict(status="unscored", reason=result.reason, score=None, score_100=None, review_flags=flags,
-                           similarity=sim, usage=usage, answer_chars=len(text), raw_reply=result.raw_reply, **base)
+                           similarity=sim, usage=usage, answer_chars=len(text), raw_reply=result.raw_reply,
+                           retryable=result.retryable, **base)
         if result.off_task:
             flags.append(ReviewFlag(code="off_task", reason="the judge found the answer off-task or addressed to it"))
 

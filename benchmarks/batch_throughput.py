@@ -1,0 +1,230 @@
+"""Batch grading throughput against the fake OpenAI-compatible server.
+
+    .venv/bin/python benchmarks/batch_throughput.py [--answers 500] [--concurrent-answers 1000]
+
+(a) answers/s of `grade` end to end (in-process; structured mode against an instant fake server; the real
+    MiniLM embedder; a fresh verdict cache) beside the bare MiniLM encode rate on the same answers;
+(b) 1000 answers at --concurrency 32 against a server with 200 ms latency: wall time against the ideal
+    N * latency / concurrency;
+(c) a re-run of the finished batch: judge calls made (must be 0).
+
+The fake server runs in a child process, as a real endpoint would, so its work does not compete with
+the client for the interpreter lock. (b) and (c) use the fake:hash embedder so that they measure the
+judge calls, not the embedding model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from evaluator.cli import main as cli_main  # noqa: E402
+from evaluator.embeddings import MiniLMEmbedder, get_embedder, split_sentences  # noqa: E402
+from evaluator.resources import Resources  # noqa: E402
+
+
+@contextlib.contextmanager
+def fake_server(latency: float):
+    proc = subprocess.Popen([sys.executable, "-m", "evaluator.fake_server", "--latency", str(latency)], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        if not url.startswith("http"):
+            raise RuntimeError(f"the fake server did not start: {url!r}")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def server_requests(url: str) -> int:
+    with urllib.request.urlopen(url + "/fake/stats", timeout=10) as r:
+        return json.loads(r.read())["requests"]
+
+
+FILLERS = ("in practice", "usually", "as far as I know", "in my last project", "roughly speaking", "for example",
+           "honestly", "in most cases", "at work", "I think")
+
+
+def make_answers(n: int, seed: int) -> list[tuple[str, str, str]]:
+    """(candidate, question, answer): answers stitched from sentences of the bank's references and exemplars,
+    so their length and sentence structure look like real answers (3-6 sentences); each sentence gets a
+    filler phrase and a candidate tag so no sentence repeats across answers (as with real candidates)."""
+    les = Resources.locate().load_eval_set("ml-screening")
+    rng = random.Random(seed)
+    qs = les.eval_set.questions
+    rows = []
+    for i in range(n):
+        q = qs[i % len(qs)]
+        pool = [s for t in list(q.references) + [e.answer for e in q.exemplars] for s in split_sentences(t)]
+        picked = rng.sample(pool, min(rng.randint(3, 6), len(pool)))
+        text = " ".join(f"{rng.choice(FILLERS).capitalize()} (#{i}.{j}), {s[0].lower()}{s[1:]}"
+                        for j, s in enumerate(picked))
+        rows.append((f"c{seed}-{i // len(qs):03d}", q.id, text[:2000]))
+    return rows
+
+
+def grader_texts(rows) -> tuple[list[str], list[str]]:
+    """What `grade` encodes (see batch._prewarm_embeddings): the sentences of each answer that are not the
+    whole answer, and the references and key points of the questions answered."""
+    les = Resources.locate().load_eval_set("ml-screening")
+    answers = {r[2].strip() for r in rows}
+    sentences = list(dict.fromkeys(s for r in rows for s in split_sentences(r[2].strip()) if s not in answers))
+    refs: list[str] = []
+    for qid in dict.fromkeys(r[1] for r in rows):
+        q = les.by_id[qid]
+        refs += list(q.references) + list(q.key_points)
+    return sentences, list(dict.fromkeys(refs))
+
+
+def write_csv(path: Path, rows) -> None:
+    import csv
+
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["candidate_id", "question_id", "answer"])
+        w.writerows(rows)
+
+
+def run_grade(args: list[str]) -> tuple[float, float, str]:
+    """Runs `grade` in-process; returns (wall seconds, grading seconds as printed, stdout)."""
+    buf = io.StringIO()
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(io.StringIO()):
+        rc = cli_main(["grade", *args])
+    wall = time.perf_counter() - t0
+    out = buf.getvalue()
+    if rc != 0:
+        raise RuntimeError(f"grade exited {rc}: {out[-2000:]}")
+    m = re.search(r" in ([0-9.]+) s;", out)
+    return wall, float(m.group(1)) if m else float("nan"), out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--answers", type=int, default=500, help="answers for (a)")
+    p.add_argument("--concurrent-answers", type=int, default=1000, help="answers for (b) and (c)")
+    p.add_argument("--latency", type=float, default=0.2, help="server latency for (b), seconds")
+    p.add_argument("--concurrency", type=int, default=32, help="concurrency for (b)")
+    p.add_argument("--parts", default="abc", help="which parts to run: any of a, b, c (c needs b)")
+    p.add_argument("--no-cache", dest="extra", action="store_const", const=["--no-cache"], default=[],
+                   help="(b) and (c) without the verdict cache (it is on by default, as for users)")
+    a = p.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="batch-bench-"))
+    os.environ["EVALUATOR_CACHE_DIR"] = str(work / "cache")  # a fresh verdict cache
+    results: list[tuple[str, str]] = []
+
+    if "a" in a.parts:
+        results += part_a(a, work)
+    calls_c = 0
+    if "b" in a.parts:
+        rb, calls_c = part_bc(a, work, "c" in a.parts)
+        results += rb
+
+    w = max(len(k) for k, _ in results)
+    print(f"\nbatch throughput (cpu cores: {os.cpu_count()}, load average: "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())})")
+    print("-" * (w + 50))
+    for k, v in results:
+        print(f"{k:<{w}}  {v}")
+    print("-" * (w + 50))
+    if calls_c != 0:
+        print("FAIL: the re-run made judge calls")
+        return 1
+    return 0
+
+
+def part_a(a, work: Path) -> list[tuple[str, str]]:
+    """End to end against the bare encode rate."""
+    rows = make_answers(a.answers, seed=1)
+    answers = [r[2] for r in rows]
+    sentences, refs = grader_texts(rows)
+    t0 = time.perf_counter()
+    bare = MiniLMEmbedder()
+    bare.encode(["warm up"])  # model load is a one-off, outside both rates
+    load_secs = time.perf_counter() - t0
+    secs = {}
+    for name, texts in (("answers", answers), ("sentences", sentences), ("refs", refs)):
+        t0 = time.perf_counter()
+        bare.encode(texts)
+        secs[name] = time.perf_counter() - t0
+    same_work = sum(secs.values())
+    get_embedder("minilm").encode(["warm up"])  # load the grader's (process-wide) model instance too
+
+    src = work / "a.csv"
+    write_csv(src, rows)
+    with fake_server(0.0) as url:
+        wall, grading, _ = run_grade([str(src), "--out", str(work / "a"), "--judge", "openai", "--base-url", url,
+                                      "--model", "m", "--mode", "structured", "--embedder", "minilm",
+                                      "--no-cache", "--concurrency", "8"])
+        calls_a = server_requests(url)
+    n = len(answers)
+    encode_rate = n / secs["answers"]
+    e2e_rate = n / wall
+    return [
+        ("(a) answers graded", f"{n} ({calls_a} judge requests, structured, instant server; "
+                               f"model load {load_secs:.1f} s excluded)"),
+        ("(a) bare MiniLM encode of the answers", f"{encode_rate:8.1f} answers/s ({secs['answers']:.2f} s)"),
+        ("(a) grade end to end (whole command)", f"{e2e_rate:8.1f} answers/s ({wall:.2f} s)"),
+        ("(a) ratio end to end / bare encode", f"{e2e_rate / encode_rate:8.0%}  (target >= 80%)"),
+        ("(a) where grading time goes:", ""),
+        ("      encode the answers", f"{secs['answers']:8.2f} s  ({n} texts)"),
+        ("      encode their sentences", f"{secs['sentences']:8.2f} s  ({len(sentences)} texts, for key-point "
+                                         f"coverage)"),
+        ("      encode references + key points", f"{secs['refs']:8.2f} s  ({len(refs)} texts)"),
+        ("      = bare encode of the same texts", f"{same_work:8.2f} s"),
+        ("      grading phase (printed by grade)", f"{grading:8.2f} s  ({same_work / grading:.0%} of it is the "
+                                                  f"bare encode)"),
+        ("      rest of the command", f"{wall - grading:8.2f} s  (bank YAML, imports, outputs and report)"),
+    ]
+
+
+def part_bc(a, work: Path, rerun: bool) -> tuple[list[tuple[str, str]], int]:
+    """Concurrency against latency, then (c) the same command again."""
+    n = a.concurrent_answers
+    src_b = work / "b.csv"
+    write_csv(src_b, make_answers(n, seed=2))
+    out_b = work / "b"
+    ideal = n * a.latency / a.concurrency
+    judge = ["--judge", "openai", "--model", "m", "--mode", "structured", "--embedder", "fake:hash", *a.extra]
+    with fake_server(a.latency) as url:
+        wall_b, grading_b, _ = run_grade([str(src_b), "--out", str(out_b), "--base-url", url, *judge,
+                                          "--concurrency", str(a.concurrency)])
+        calls_b = server_requests(url)
+        if rerun:
+            wall_c, _, out_c = run_grade([str(src_b), "--out", str(out_b), "--base-url", url, *judge,
+                                          "--concurrency", str(a.concurrency)])
+            calls_c = server_requests(url) - calls_b
+    results = [
+        ("(b) answers / concurrency / latency", f"{n} / {a.concurrency} / {a.latency * 1000:.0f} ms "
+                                                f"({calls_b} judge requests)"),
+        ("(b) ideal N*latency/concurrency", f"{ideal:8.2f} s"),
+        ("(b) grading phase wall", f"{grading_b:8.2f} s  efficiency {ideal / grading_b:.0%}"),
+        ("(b) whole command wall", f"{wall_b:8.2f} s  efficiency {ideal / wall_b:.0%}"),
+    ]
+    if not rerun:
+        return results, 0
+    printed_c = re.search(r"(\d+) judge calls", out_c)
+    results.append(("(c) re-run: judge requests at the server",
+                    f"{calls_c:8d}  (printed: {printed_c.group(1) if printed_c else '?'} judge calls; "
+                    f"{wall_c:.2f} s, outputs rewritten)"))
+    return results, calls_c
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

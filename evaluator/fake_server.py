@@ -1,0 +1,346 @@
+"""A small OpenAI-compatible chat-completions server for tests and benchmarks (stdlib only).
+
+    with serve(latency=0.05, faults={"http500": 0.1, "timeout": 0.05}, seed=1) as base_url:
+        ...  # point --base-url at base_url; base_url.server.requests counts the requests
+
+Replies are deterministic and valid for the evaluator's judge:
+
+- a request with `response_format` gets a JSON object matching the judge schema: the criteria ids
+  are read from the prompt lines `[id] Name: ...`, each level comes from a hash of the answer text
+  between <answer> and </answer> (and the criterion id); the level tokens carry `top_logprobs`
+  when the request asks for logprobs;
+- a request with `max_tokens=1` (probability mode) gets one digit with `logprobs.content[0].top_logprobs`
+  over the digits;
+- every reply carries `usage`.
+
+`GET {base_url}/fake/stats` returns the request counts (for a server run in another process with
+`python -m evaluator.fake_server`, which prints its base URL).
+
+Faults are fractions of requests: HTTP 500, timeouts (the server sleeps `timeout_sleep` seconds,
+longer than the client's timeout), malformed JSON content (HTTP 200 with a cut-off JSON object),
+and HTTP 429 with a Retry-After header. Whether a request fails is decided from (seed, request
+number), so a run is reproducible and a fault is transient: the retried request has a new number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+_CRITERION_LINE = re.compile(r"^\[([A-Za-z0-9][A-Za-z0-9_.\-]*)\] [^:\n]+: ", re.M)
+_FLAG_LINE = re.compile(r"^\[([A-Za-z0-9][A-Za-z0-9_.\-]*)\] ", re.M)
+_ANSWER = re.compile(r"<answer>\n?(.*?)\n?</answer>", re.S)
+_DIGITS = ["0", "1", "2", "3", "4"]
+
+
+@dataclass
+class Faults:
+    """Fractions of requests that fail, each way (they must sum to at most 1)."""
+
+    http500: float = 0.0
+    timeout: float = 0.0
+    malformed: float = 0.0
+    http429: float = 0.0
+    timeout_sleep: float = 1.0  # seconds the server sleeps on a timeout fault
+    retry_after: str = "0"  # the Retry-After header sent with a 429
+
+    @classmethod
+    def of(cls, faults: Faults | dict | None) -> Faults:
+        if faults is None:
+            return cls()
+        if isinstance(faults, Faults):
+            return faults
+        aliases = {"500": "http500", "429": "http429", "timeouts": "timeout", "malformed_json": "malformed"}
+        known = {f.name for f in fields(cls)}
+        kw = {}
+        for k, v in faults.items():
+            name = aliases.get(str(k), str(k))
+            if name not in known:
+                raise ValueError(f"unknown fault '{k}'; use one of {sorted(known)}")
+            kw[name] = v
+        return cls(**kw)
+
+    def kinds(self) -> list[tuple[str, float]]:
+        out = [("http500", self.http500), ("timeout", self.timeout), ("malformed", self.malformed),
+               ("http429", self.http429)]
+        if sum(p for _, p in out) > 1.0 + 1e-9:
+            raise ValueError("fault fractions sum to more than 1")
+        return out
+
+
+def _unit(*parts) -> float:
+    """A deterministic number in [0, 1) from the parts."""
+    h = hashlib.sha256(":".join(map(str, parts)).encode("utf-8")).digest()
+    return int.from_bytes(h[:8], "big") / 2**64
+
+
+def _level(answer: str, salt: str) -> int:
+    return int(_unit("level", salt, answer.strip()) * 5)
+
+
+def _digit_logprobs(chosen: str, digits: list[str], p: float = 0.7) -> list[dict]:
+    """The chosen digit gets p; the rest share 1 - p (more to the neighbours)."""
+    c = int(chosen)
+    weights = {d: 1.0 / (1 + abs(int(d) - c)) for d in digits if d != chosen}
+    total = sum(weights.values()) or 1.0
+    probs = {chosen: p} | {d: (1 - p) * w / total for d, w in weights.items()}
+    return [{"token": d, "logprob": math.log(p), "bytes": list(d.encode())}
+            for d, p in sorted(probs.items(), key=lambda kv: -kv[1])]
+
+
+class FakeOpenAIServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # a handler sleeping on a timeout fault must not hold up shutdown
+    allow_reuse_address = True
+
+    def __init__(self, latency: float = 0.0, faults: Faults | dict | None = None, seed: int = 0,
+                 model: str = "fake-model", logprobs: bool = True):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.latency = latency
+        self.faults = Faults.of(faults)
+        self.fault_kinds = self.faults.kinds()
+        self.seed = seed
+        self.model = model
+        self.logprobs = logprobs
+        self._lock = threading.Lock()
+        self._n = 0
+        self.counts: Counter = Counter()
+        self._thread: threading.Thread | None = None
+
+    # -- bookkeeping
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    @property
+    def requests(self) -> int:
+        """Chat-completion requests received so far (faulty ones included)."""
+        with self._lock:
+            return self._n
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {"requests": self._n, **self.counts}
+
+    def reset(self) -> None:
+        with self._lock:
+            self._n = 0
+            self.counts.clear()
+
+    def _next(self) -> tuple[int, str | None]:
+        with self._lock:
+            n = self._n
+            self._n += 1
+        u = _unit("fault", self.seed, n)
+        fault = None
+        acc = 0.0
+        for kind, p in self.fault_kinds:
+            acc += p
+            if u < acc:
+                fault = kind
+                break
+        with self._lock:
+            self.counts[fault or "ok"] += 1
+        return n, fault
+
+    # -- lifecycle
+
+    def start(self) -> FakeOpenAIServer:
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    # -- replies
+
+    def reply(self, req: dict, n: int, malformed: bool) -> dict:
+        messages = req.get("messages") or []
+        model = req.get("model") or self.model
+        text = "\n".join(str(m.get("content") or "") for m in messages)
+        first_user = next((str(m.get("content") or "") for m in messages
+                           if m.get("role") == "user" and "<answer>" in str(m.get("content") or "")), text)
+        m = _ANSWER.search(first_user)
+        answer = m.group(1) if m else first_user
+        want_lp = bool(req.get("logprobs")) and self.logprobs
+        if req.get("response_format") is not None:
+            content, logprobs = self._structured(first_user, answer, want_lp)
+            if malformed:
+                content, logprobs = content[: max(1, len(content) // 2)], None
+        elif req.get("max_tokens") == 1:
+            # The ask is what follows the fenced answer: one criterion, the overall level, or one red flag.
+            ask = str(messages[-1].get("content") or "").rsplit("</answer>", 1)[-1] if messages else ""
+            if "red flag" in ask.lower():
+                d = "1" if _unit("flag", ask, answer.strip()) < 0.1 else "0"
+                digits, p = ["0", "1"], 0.95
+            else:
+                d = str(_level(answer, ask))
+                digits, p = _DIGITS, 0.7
+            if malformed:
+                content = "?"
+                top = [{"token": t, "logprob": math.log(0.5), "bytes": list(t.encode())} for t in ("?", "x")]
+            else:
+                content = d
+                top = _digit_logprobs(d, digits, p)
+            logprobs = {"content": [{"token": content, "logprob": top[0]["logprob"], "bytes": list(content.encode()),
+                                     "top_logprobs": top}]} if req.get("logprobs") and self.logprobs else None
+        else:
+            content = "fake reply" if not malformed else "{"
+            logprobs = None
+        return {
+            "id": f"chatcmpl-fake-{n}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": "fake",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                         "logprobs": logprobs, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": max(1, len(text) // 4), "completion_tokens": max(1, len(content) // 4),
+                      "total_tokens": max(1, len(text) // 4) + max(1, len(content) // 4)},
+        }
+
+    def _structured(self, prompt: str, answer: str, want_lp: bool) -> tuple[str, dict | None]:
+        crit_part = prompt.split("CRITERIA", 1)[-1]
+        crit_part = re.split(r"\nRED FLAGS|\nOVERALL|<answer>", crit_part, maxsplit=1)[0]
+        ids = list(dict.fromkeys(_CRITERION_LINE.findall(crit_part)))
+        flags: list[str] = []
+        if "\nRED FLAGS" in prompt:
+            flag_part = prompt.split("\nRED FLAGS", 1)[1].split("\n\n", 1)[0]
+            flags = _FLAG_LINE.findall(flag_part)
+        words = answer.split()
+        quote = " ".join(words[:5])
+        hits = [{"id": f, "evidence": quote} for f in flags if _unit("flag", f, answer.strip()) < 0.1]
+        # Built by hand so each level digit is a token of its own (for logprobs), then checked to be JSON.
+        pieces: list[tuple[str, bool]] = [('{"criteria": [', False)]
+        for i, cid in enumerate(ids):
+            lvl = str(_level(answer, cid))
+            entry = (f'{{"criterion": {json.dumps(cid)}, "evidence": {json.dumps(quote if lvl >= "2" else "")}, '
+                     f'"reason": "fake judge: level from a hash of the answer", "level": "')
+            pieces += [((", " if i else "") + entry, False), (lvl, True), ('"}', False)]
+        pieces.append((f'], "red_flags": {json.dumps(hits)}, "rationale": "Deterministic fake verdict.", '
+                       '"off_task_or_injection": false}', False))
+        content = "".join(p for p, _ in pieces)
+        json.loads(content)
+        if not want_lp:
+            return content, None
+        toks = []
+        for p, is_digit in pieces:
+            top = _digit_logprobs(p, _DIGITS) if is_digit else [{"token": p, "logprob": 0.0, "bytes": None}]
+            toks.append({"token": p, "logprob": top[0]["logprob"], "bytes": None, "top_logprobs": top})
+        return content, {"content": toks}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FakeOpenAIServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):  # noqa: A002 - quiet
+        pass
+
+    def _send(self, status: int, body: dict, headers: dict | None = None) -> None:
+        data = json.dumps(body).encode("utf-8")
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+            self.close_connection = True
+
+    def do_GET(self):  # noqa: N802
+        if self.path.rstrip("/").endswith("/fake/stats"):  # request counts, for a server in another process
+            self._send(200, self.server.stats())
+        elif self.path.rstrip("/").endswith("/models"):
+            self._send(200, {"object": "list", "data": [{"id": self.server.model, "object": "model"}]})
+        else:
+            self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+
+    def do_POST(self):  # noqa: N802
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if not self.path.rstrip("/").endswith("/chat/completions"):
+            self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+            return
+        try:
+            req = json.loads(raw or b"{}")
+        except json.JSONDecodeError as e:
+            self._send(400, {"error": {"message": f"invalid JSON body: {e}", "type": "invalid_request_error"}})
+            return
+        srv = self.server
+        n, fault = srv._next()
+        if fault == "timeout":
+            time.sleep(srv.faults.timeout_sleep)
+            # The client has gone by now; answer anyway in case it waited.
+            self._send(200, srv.reply(req, n, False))
+            return
+        if srv.latency:
+            time.sleep(srv.latency)
+        if fault == "http500":
+            self._send(500, {"error": {"message": "fake internal error", "type": "server_error"}})
+        elif fault == "http429":
+            self._send(429, {"error": {"message": "fake rate limit", "type": "rate_limit_error"}},
+                       {"Retry-After": srv.faults.retry_after})
+        else:
+            self._send(200, srv.reply(req, n, fault == "malformed"))
+
+
+class BaseURL(str):
+    """The server's base URL (ends in /v1); `.server` is the FakeOpenAIServer for counts and stats."""
+
+    server: FakeOpenAIServer
+
+
+@contextmanager
+def serve(latency: float = 0.0, faults: Faults | dict | None = None, seed: int = 0, model: str = "fake-model",
+          logprobs: bool = True) -> Iterator[BaseURL]:
+    """Runs a fake server on 127.0.0.1 (ephemeral port) for the duration of the block; yields its base URL."""
+    srv = FakeOpenAIServer(latency=latency, faults=faults, seed=seed, model=model, logprobs=logprobs).start()
+    url = BaseURL(srv.base_url)
+    url.server = srv
+    try:
+        yield url
+    finally:
+        srv.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m evaluator.fake_server",
+                                description="Run the fake OpenAI-compatible judge server until interrupted.")
+    p.add_argument("--latency", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    for name in ("http500", "timeout", "malformed", "http429"):
+        p.add_argument(f"--{name}", type=float, default=0.0, help=f"fraction of requests answered with {name}")
+    a = p.parse_args(argv)
+    faults = Faults(http500=a.http500, timeout=a.timeout, malformed=a.malformed, http429=a.http429)
+    with serve(a.latency, faults, a.seed) as url:
+        print(url, flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
