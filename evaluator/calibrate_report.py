@@ -110,7 +110,8 @@ def verdict_row(v: dict) -> dict:
     return {"answer_id": v.get("answer_id") or f"{v.get('candidate_id')}|{v['question_id']}",
             "question_id": v["question_id"], "score": v.get("raw_score", v.get("score")),
             "holistic": v.get("holistic_level"), "criteria": crit, "similarity": sim.get("best_reference"),
-            "key_point_coverage": sim.get("key_point_coverage"), "answer_chars": v.get("answer_chars", 0)}
+            "key_point_coverage": sim.get("key_point_coverage"), "lexical_overlap": sim.get("lexical_overlap"),
+            "reference_chars": sim.get("reference_chars"), "answer_chars": v.get("answer_chars", 0)}
 
 
 # ---------------------------------------------------------------- analysis

@@ -32,7 +32,16 @@ MAPPING_VERSION = "1"
 
 # Fixed features, in order. One feature per rubric criterion, named CRITERION_PREFIX + id and sorted by id, is
 # inserted after "holistic"; which criteria exist depends on the training rows, so the list lives in the Mapping.
-FEATURES: tuple[str, ...] = ("score", "holistic", "similarity", "key_point_coverage", "log1p_answer_chars")
+FEATURES: tuple[str, ...] = (
+    "score",
+    "holistic",
+    "similarity",
+    "key_point_coverage",
+    "lexical_overlap",
+    "log1p_answer_chars",
+    # Answer length relative to the reference: short answers to long references tend to miss content.
+    "log_length_ratio",
+)
 CRITERION_PREFIX = "criterion:"
 
 # Ridge penalties tried by inner grouped CV (features are standardised, so one grid fits all data sets).
@@ -63,6 +72,11 @@ def _number(value: Any) -> float:
 def _feature_value(row: Row, name: str) -> float:
     if name.startswith(CRITERION_PREFIX):
         return _number((row.get("criteria") or {}).get(name[len(CRITERION_PREFIX) :]))
+    if name == "log_length_ratio":
+        chars, ref = _number(row.get("answer_chars")), _number(row.get("reference_chars"))
+        if math.isnan(chars) or math.isnan(ref):
+            return math.nan
+        return math.log1p(max(chars, 0.0)) - math.log1p(max(ref, 0.0))
     if name == "log1p_answer_chars":
         chars = _number(row.get("answer_chars"))
         return math.log1p(max(chars, 0.0)) if not math.isnan(chars) else math.nan

@@ -247,6 +247,10 @@ class Similarity(BaseModel):
     best_reference: float
     key_point_coverage: float | None = None
     key_points: list[float] = Field(default_factory=list)
+    lexical_overlap: float | None = Field(
+        default=None, description="Share of the best reference's content words that the answer uses."
+    )
+    reference_chars: int | None = None
 
 
 class Usage(BaseModel):

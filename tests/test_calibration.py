@@ -94,13 +94,18 @@ def test_feature_names_and_matrix(linear: Data) -> None:
         "criterion:depth",
         "similarity",
         "key_point_coverage",
+        "lexical_overlap",
         "log1p_answer_chars",
+        "log_length_ratio",
     ]
     x = calibration.feature_matrix(rows[:1], names)
     row = rows[0]
     assert np.isnan(x[0, 1])  # row 0 has no holistic level
     assert x[0, 2] == row["criteria"]["correctness"]
-    assert x[0, -1] == pytest.approx(np.log1p(row["answer_chars"]))
+    assert x[0, -2] == pytest.approx(np.log1p(row["answer_chars"]))
+    with_ref = {**row, "reference_chars": 99}
+    ratio = calibration.feature_matrix([with_ref], names)[0, -1]
+    assert ratio == pytest.approx(np.log1p(row["answer_chars"]) - np.log1p(99))
 
 
 def test_missing_score_is_an_error() -> None:
