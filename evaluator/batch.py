@@ -242,21 +242,17 @@ def grade_rows(
 
 
 def _prewarm_embeddings(ev: Evaluator, les: LoadedEvalSet, rows: list[Row]) -> None:
-    """Encodes answers, their sentences and the references in large batches up front."""
-    from .embeddings import split_sentences
-
+    """Encodes the references and key points, then every answer (with its sentences, in one pass), in
+    large batches up front; scoring then finds them in the embedder's cache."""
     if not rows:
         return
     texts: list[str] = []
     for qid in {r.question_id for r in rows}:
         q = les.by_id[qid]
         texts += list(q.references) + list(q.key_points)
-    for r in rows:
-        a, _ = ev.prepare_answer(r.answer)
-        if a:
-            texts.append(a)
-            texts += split_sentences(a)
     ev.embedder.encode(list(dict.fromkeys(texts)))
+    answers = [a for a in (ev.prepare_answer(r.answer)[0] for r in rows) if a]
+    ev.embedder.encode_answers(list(dict.fromkeys(answers)))
 
 
 # ---------------------------------------------------------------- CLI glue

@@ -55,6 +55,29 @@ class MiniLMEmbedder:
             dtype=np.float32,
         )
 
+    def encode_answers(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """One pass per answer gives the answer's embedding and its sentences' embeddings: the model mean-pools
+        token vectors, so pooling the tokens of each sentence's character span (in the context of the whole
+        answer) costs nothing extra. Encoding each sentence again would triple the text encoded."""
+        model = self._load()
+        tokens = model.encode(texts, batch_size=self.batch_size, output_value="token_embeddings",
+                              show_progress_bar=False)
+        enc = model.tokenizer(texts, return_offsets_mapping=True, truncation=True, max_length=model.max_seq_length)
+        out = []
+        for text, tok, offsets in zip(texts, tokens, enc["offset_mapping"], strict=True):
+            t = tok.float().numpy()
+            whole = _unit(t.mean(axis=0))
+            starts = np.array([a for a, b in offsets])
+            ends = np.array([b for a, b in offsets])
+            real = ends > starts  # special tokens have empty spans
+            sents = []
+            for lo, hi in sentence_spans(text):
+                m = real & (starts >= lo) & (ends <= hi)
+                # A sentence cut off by truncation falls back to the whole answer.
+                sents.append(_unit(t[m].mean(axis=0)) if m.any() else whole)
+            out.append((whole, np.stack(sents) if sents else whole[None, :]))
+        return out
+
 
 class HashEmbedder:
     """Deterministic bag-of-words hashing embedder: a fake for tests, never a default."""
@@ -76,15 +99,42 @@ class HashEmbedder:
         return out
 
 
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    return (v / n).astype(np.float32) if n else v.astype(np.float32)
+
+
+def encode_answers_separately(embedder: Embedder, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For embedders without a token-level pass: the answer and each sentence are encoded on their own."""
+    out = []
+    for text in texts:
+        sents = [text[a:b] for a, b in sentence_spans(text)] or [text]
+        vecs = embedder.encode([text, *sents])
+        out.append((vecs[0], vecs[1:]))
+    return out
+
+
 class CachedEmbedder:
-    """Keeps embeddings of texts seen before (reference answers, key points) in memory."""
+    """Keeps embeddings of texts seen before (reference answers, key points, answers) in memory."""
 
     def __init__(self, inner: Embedder, max_items: int = 20000):
         self.inner = inner
         self.name = inner.name
         self._cache: dict[str, np.ndarray] = {}
+        self._answers: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._max = max_items
         self._lock = threading.Lock()
+
+    def encode_answers(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._answers]
+        if missing:
+            fn = getattr(self.inner, "encode_answers", None)
+            got = fn(missing) if fn else encode_answers_separately(self.inner, missing)
+            with self._lock:
+                if len(self._answers) + len(missing) > self._max:
+                    self._answers.clear()
+                self._answers.update(zip(missing, got, strict=True))
+        return [self._answers[t] for t in texts]
 
     def encode(self, texts: list[str]) -> np.ndarray:
         missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
@@ -111,9 +161,18 @@ def get_embedder(name: str = "minilm") -> Embedder:
     return _EMBEDDERS[name]
 
 
-_SENT = re.compile(r"(?<=[.!?;])\s+|\n+")
+_SENTENCE = re.compile(r"[^.!?;\n]+(?:[.!?;]+|$)", re.M)
 
 
-def split_sentences(text: str) -> list[str]:
-    parts = [s.strip() for s in _SENT.split(text) if s and s.strip()]
-    return parts or [text.strip() or " "]
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans of the answer's sentences (split at . ! ? ; and line breaks), whitespace trimmed."""
+    spans = []
+    for m in _SENTENCE.finditer(text):
+        a, b = m.span()
+        while a < b and text[a].isspace():
+            a += 1
+        while b > a and text[b - 1].isspace():
+            b -= 1
+        if b > a:
+            spans.append((a, b))
+    return spans

@@ -16,7 +16,7 @@ import numpy as np
 from . import __version__
 from .cache import VerdictCache, cache_key
 from .config import DEFAULT_MAX_ANSWER_CHARS, JudgeSettings, cache_dir, resolve_judge_settings
-from .embeddings import Embedder, get_embedder, split_sentences
+from .embeddings import Embedder, get_embedder
 from .errors import InputError
 from .guards import evidence_supported, injection_spans, sanitise
 from .judges import CriterionOut, FlagOut, Judge, JudgeResult, make_judge
@@ -101,9 +101,7 @@ def combine(
 def similarity_figures(embedder: Embedder, q: Question, answer: str) -> Similarity:
     texts = list(q.references) + list(q.key_points)
     ref_vecs = embedder.encode(texts)
-    sentences = split_sentences(answer)
-    ans_vecs = embedder.encode([answer] + sentences)
-    whole, sent = ans_vecs[0], ans_vecs[1:]
+    whole, sent = embedder.encode_answers([answer])[0]
     n_ref = len(q.references)
     best = float(np.max(ref_vecs[:n_ref] @ whole))
     kp = []
