@@ -193,18 +193,18 @@ class Judge:
             # A holistic-only rubric skips the per-criterion reads (one read per answer).
             for c in rubric.criteria if rubric.holistic_weight < 1.0 else []:
                 read, u = self.backend.read_digits(prompts.criterion_read(q, rubric, answer, c), LEVEL_DIGITS)
-                _add(usage, u)
+                usage.add(u)
                 out.criteria[c.id] = CriterionOut(
                     level=read.expected, argmax=read.argmax, probabilities=read.probabilities, source=read.source
                 )
             if rubric.holistic:
                 read, u = self.backend.read_digits(prompts.holistic_read(q, rubric, answer), LEVEL_DIGITS)
-                _add(usage, u)
+                usage.add(u)
                 out.holistic = read
             if rubric.red_flag_policy.judge_red_flags:
                 for f in q.red_flags:
                     read, u = self.backend.read_digits(prompts.red_flag_read(q, rubric, answer, f), FLAG_DIGITS)
-                    _add(usage, u)
+                    usage.add(u)
                     p = read.probabilities["1"]
                     out.red_flags[f.id] = FlagOut(hit=p >= rubric.red_flag_policy.min_probability, probability=p)
         except EndpointError as e:
@@ -261,7 +261,7 @@ class Judge:
                 return None, usage, raw or None, [], e
             except JudgeReplyError as e:
                 return None, usage, raw or None, [], str(e)
-            _add(usage, u)
+            usage.add(u)
             try:
                 parsed = parse_json_reply(raw, model)
                 if check:
@@ -302,11 +302,6 @@ def _check_output(q: Question, rubric: Rubric):
     return check
 
 
-def _add(total: Usage, u: Usage) -> None:
-    total.calls += u.calls
-    total.prompt_tokens += u.prompt_tokens
-    total.completion_tokens += u.completion_tokens
-    total.seconds += u.seconds
 
 
 # ---------------------------------------------------------------- OpenAI-compatible endpoint

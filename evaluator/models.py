@@ -259,6 +259,12 @@ class Usage(BaseModel):
     completion_tokens: int = 0
     seconds: float = 0.0
 
+    def add(self, other: Usage) -> None:
+        self.calls += other.calls
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.seconds += other.seconds
+
 
 class Provenance(BaseModel):
     eval_set: str

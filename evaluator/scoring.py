@@ -30,7 +30,6 @@ from .models import (
     ReviewFlag,
     Rubric,
     Similarity,
-    Usage,
     Verdict,
 )
 from .prompts import PromptSet
@@ -279,7 +278,7 @@ class Evaluator:
         if self.judge.mode == "probability" and self.explain_enabled():
             levels = {k: int(round(v.level)) for k, v in result.criteria.items() if v.level is not None}
             ev, rationale, u, err = self.judge.explain(q, rubric, text, levels, self.prompts)
-            _add_usage(usage, u)
+            usage.add(u)
             for cid, (quote, reason) in ev.items():
                 if cid in result.criteria:
                     result.criteria[cid].evidence, result.criteria[cid].reason = quote, reason
@@ -383,15 +382,10 @@ def _lower_of(a: JudgeResult, b: JudgeResult | None) -> JudgeResult:
         mine = out.red_flags.get(fid)
         if mine is None or (fo.probability or 0) > (mine.probability or 0) or (fo.hit and not mine.hit):
             out.red_flags[fid] = FlagOut(**fo.model_dump())
-    _add_usage(out.usage, b.usage)
+    out.usage.add(b.usage)
     return out
 
 
-def _add_usage(total: Usage, u: Usage) -> None:
-    total.calls += u.calls
-    total.prompt_tokens += u.prompt_tokens
-    total.completion_tokens += u.completion_tokens
-    total.seconds += u.seconds
 
 
 # ---------------------------------------------------------------- public API
