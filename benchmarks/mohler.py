@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evaluator import agreement  # noqa: E402
+from evaluator.scoring import lexical_overlap  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets" / "mohler" / "answers.csv"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -107,7 +108,12 @@ def table(stores: list[str]) -> None:
     groups = np.array([r["question_id"] for r in rows])
     g1 = np.array([float(r["grade_1"]) for r in rows])
     g2 = np.array([float(r["grade_2"]) for r in rows])
-    feats: dict[str, np.ndarray] = {"tfidf": tfidf_cosine(rows)}
+    feats: dict[str, np.ndarray] = {
+        "tfidf": tfidf_cosine(rows),
+        # Single-answer lexical features, computed as the similarity stage computes them.
+        "lexical": np.array([lexical_overlap(r["answer"], r["reference_answer"]) for r in rows]),
+        "length_ratio": np.log1p([len(r["answer"]) for r in rows]) - np.log1p([len(r["reference_answer"]) for r in rows]),
+    }
     loaded = {name: load_results(name) for name in stores}
     loaded = {k: v for k, v in loaded.items() if v}
     if not loaded:
@@ -148,14 +154,15 @@ def table(stores: list[str]) -> None:
         configs.append(("judge only: per-criterion expected levels", crit, ridge))
     for name in list(loaded)[1:]:
         configs.append((f"judge only: holistic ({name})", [f"{name}:holistic"], None))
+    single = [f"{main}:similarity", f"{main}:holistic", "lexical", "length_ratio", f"{main}:log_chars"]
     configs += [
         ("combined: MiniLM + holistic expected (ridge)", [f"{main}:similarity", f"{main}:holistic"], ridge),
-        ("combined + TF-IDF + length (ridge)", [f"{main}:similarity", f"{main}:holistic", "tfidf", f"{main}:log_chars"],
-         ridge),
+        ("combined: + lexical overlap + length ratio + length (ridge)", single, ridge),
+        ("batch-relative: combined + TF-IDF (IDF fitted on all answers)", [*single, "tfidf"], ridge),
     ]
     if len(loaded) > 1:
         allh = [f"{k}:holistic" for k in loaded]
-        configs.append(("combined: MiniLM + every stored judge view (ridge)", [f"{main}:similarity", *allh], ridge))
+        configs.append(("combined: every stored judge view + lexical (ridge)", [*single, *allh[1:]], ridge))
     print(f"Mohler dev answers with every stored view scored: {n}; official grade = mean of two graders; "
           f"95% CI resampled by question")
     print(f"{'configuration':64s} {'pearson':>22s} {'rmse':>22s} {'qwk':>22s} {'mae':>22s}")
@@ -170,7 +177,7 @@ def table(stores: list[str]) -> None:
         pred = cv_predict(x, y, groups, "group", model)
         m = row_metrics(pred, y, groups)
         print(f"{label:64s} " + " ".join(f"{fmt(m[k]):>22s}" for k in m))
-        if best is None or m["pearson"][0] > best[1]["pearson"][0]:
+        if not label.startswith("batch-relative") and (best is None or m["pearson"][0] > best[1]["pearson"][0]):
             best = (label, m, x, model)
     label, m, x, model = best
     seen = row_metrics(cv_predict(x, y, groups, "within", model), y, groups)
