@@ -52,6 +52,7 @@ def export(run_dir: Path, name: str) -> Path:
             g.write(json.dumps({
                 "answer_id": v["answer_id"], "question_id": v["question_id"], "status": v["status"],
                 "holistic": v.get("holistic_level"), "holistic_probabilities": v.get("holistic_probabilities"),
+                "views": v.get("views") or {},
                 "criteria": {c["id"]: {"level": c["level"], "probabilities": c["probabilities"]}
                              for c in v.get("criteria", []) if c.get("level") is not None},
                 "similarity": sim.get("best_reference"), "key_point_coverage": sim.get("key_point_coverage"),
@@ -134,6 +135,9 @@ def table(stores: list[str]) -> None:
         for c in crit_ids:
             feats[f"{name}:criterion:{c}"] = np.array([
                 (g.get("criteria") or {}).get(c, {}).get("level", np.nan) for g in get], dtype=float)
+        for view in sorted({k for g in get for k in (g.get("views") or {})}):
+            feats[f"{name}:view:{view}"] = np.array([
+                (g.get("views") or {}).get(view, {}).get("expected", np.nan) for g in get], dtype=float)
         feats[f"{name}:log_chars"] = np.log1p(np.array([g.get("answer_chars") or 0 for g in get], dtype=float))
     n = int(keep.sum())
     y, groups, g1, g2 = y[keep], groups[keep], g1[keep], g2[keep]
@@ -152,8 +156,15 @@ def table(stores: list[str]) -> None:
     crit = [k for k in feats if k.startswith(f"{main}:criterion:")]
     if crit:
         configs.append(("judge only: per-criterion expected levels", crit, ridge))
-    for name in list(loaded)[1:]:
-        configs.append((f"judge only: holistic ({name})", [f"{name}:holistic"], None))
+    for name in loaded:
+        for view in [k for k in feats if k.startswith(f"{name}:view:")]:
+            configs.append((f"judge only: view {view.split(':')[-1]} ({name})", [view], None))
+        views = [k for k in feats if k.startswith(f"{name}:view:")]
+        if views:
+            configs.append((f"judge only: holistic + views, mean ({name})", [f"{name}:holistic"], None))
+            configs.append((f"combined: views + MiniLM + lexical + lengths ({name})",
+                            [f"{name}:holistic", *views, f"{name}:similarity", "lexical", "length_ratio",
+                             f"{name}:log_chars"], ridge))
     single = [f"{main}:similarity", f"{main}:holistic", "lexical", "length_ratio", f"{main}:log_chars"]
     configs += [
         ("combined: MiniLM + holistic expected (ridge)", [f"{main}:similarity", f"{main}:holistic"], ridge),

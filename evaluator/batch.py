@@ -396,7 +396,7 @@ def _dry_run(ev: Evaluator, les: LoadedEvalSet, rows: list[Row], a) -> int:
         rubric = ev.resources.rubric(les.rubric_id_for(q)).rubric
         text = ev.render_prompt(les, q, r.answer)
         if ev.judge.mode == "probability":
-            n = (len(rubric.criteria) if rubric.holistic_weight < 1 else 0) + int(rubric.holistic)
+            n = (len(rubric.criteria) if rubric.holistic_weight < 1 else 0) + int(rubric.holistic) + len(rubric.views)
             n += len(q.red_flags) if rubric.red_flag_policy.judge_red_flags else 0
         else:
             n = 1

@@ -26,6 +26,7 @@ from .models import JudgeOutput, Question, Rubric, Usage
 from .prompts import Messages, PromptSet
 
 LEVEL_DIGITS = ["0", "1", "2", "3", "4"]
+VIEW_DIGITS = ["0", "1", "2", "3", "4", "5"]
 FLAG_DIGITS = ["0", "1"]
 
 
@@ -73,6 +74,7 @@ class JudgeResult(BaseModel):
     mode: str
     criteria: dict[str, CriterionOut] = {}
     holistic: DigitRead | None = None
+    views: dict[str, DigitRead] = {}
     red_flags: dict[str, FlagOut] = {}
     rationale: str = ""
     off_task: bool | None = None
@@ -201,6 +203,10 @@ class Judge:
                 read, u = self.backend.read_digits(prompts.holistic_read(q, rubric, answer), LEVEL_DIGITS)
                 usage.add(u)
                 out.holistic = read
+            for view in rubric.views:
+                read, u = self.backend.read_digits(prompts.view_read(q, rubric, answer, view), VIEW_DIGITS)
+                usage.add(u)
+                out.views[view] = read
             if rubric.red_flag_policy.judge_red_flags:
                 for f in q.red_flags:
                     read, u = self.backend.read_digits(prompts.red_flag_read(q, rubric, answer, f), FLAG_DIGITS)

@@ -148,6 +148,11 @@ class Rubric(Strict):
         default=False,
         description="Also ask one holistic level (reference-only sets rely on it).",
     )
+    views: list[str] = Field(
+        default_factory=list,
+        description="Extra holistic views: prompts/view_<name>.j2, each read as one 0-5 digit; their mean joins "
+        "the holistic level (several wordings averaged are steadier than one).",
+    )
     holistic_weight: float = Field(
         default=0.0,
         ge=0.0,
@@ -298,6 +303,7 @@ class Verdict(BaseModel):
     scale_max: float
     holistic_level: float | None = None
     holistic_probabilities: dict[str, float] | None = None
+    views: dict[str, dict] = Field(default_factory=dict, description="Extra holistic views: expected 0-5, probabilities.")
     criteria: list[CriterionResult] = Field(default_factory=list)
     red_flags: list[RedFlagResult] = Field(default_factory=list)
     rationale: str = ""

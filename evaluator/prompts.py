@@ -88,6 +88,11 @@ class PromptSet:
     def holistic_read(self, q: Question, r: Rubric, answer: str) -> Messages:
         return self.build(q, r, answer, "intro_probability", "read_holistic")
 
+    def view_read(self, q: Question, r: Rubric, answer: str, view: str) -> Messages:
+        """Another wording of the overall question, asked after the answer like a criterion (the shared
+        prefix and the answer stay cached), read as one digit 0-5."""
+        return self.build(q, r, answer, "intro_probability", f"view_{view}")
+
     def red_flag_read(self, q: Question, r: Rubric, answer: str, flag: RedFlag) -> Messages:
         return self.build(q, r, answer, "intro_probability", "read_red_flag", flag=flag)
 

@@ -323,6 +323,10 @@ class Evaluator:
 
         levels = {c.id: c.level for c in criteria if c.level is not None}
         holistic = result.holistic.expected if result.holistic else None
+        if result.views:
+            # Each view reads 0-5; on the 0-4 holistic level they are averaged with the main reading.
+            readings = ([holistic] if holistic is not None else []) + [4 * r.expected / 5 for r in result.views.values()]
+            holistic = sum(readings) / len(readings)
         crit_levels = levels if len(levels) == len(rubric.criteria) else None
         fraction = combine(rubric, crit_levels, holistic, sim.best_reference, hits)
         raw = to_scale(fraction, rubric)
@@ -344,6 +348,7 @@ class Evaluator:
             status="scored", score=score, score_100=score_100, raw_score=raw,
             holistic_level=round(holistic, 4) if holistic is not None else None,
             holistic_probabilities=result.holistic.probabilities if result.holistic else None,
+            views={k: {"expected": round(r.expected, 4), "probabilities": r.probabilities} for k, r in result.views.items()},
             criteria=criteria, red_flags=red, rationale=result.rationale, review_flags=flags, similarity=sim,
             usage=usage, answer_chars=len(text), **base,
         )
@@ -378,6 +383,9 @@ def _lower_of(a: JudgeResult, b: JudgeResult | None) -> JudgeResult:
             out.criteria[cid] = CriterionOut(**co.model_dump())
     if b.holistic and (out.holistic is None or b.holistic.expected < out.holistic.expected):
         out.holistic = b.holistic
+    for name, r in b.views.items():
+        if name not in out.views or r.expected < out.views[name].expected:
+            out.views[name] = r
     for fid, fo in b.red_flags.items():
         mine = out.red_flags.get(fid)
         if mine is None or (fo.probability or 0) > (mine.probability or 0) or (fo.hit and not mine.hit):
