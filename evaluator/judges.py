@@ -31,15 +31,20 @@ FLAG_DIGITS = ["0", "1"]
 
 
 class JudgeReplyError(Exception):
-    """A reply that cannot be used (invalid JSON, schema violation, truncated)."""
+    """A reply that cannot be used (invalid JSON, schema violation, truncated). `raw`: the text, if any."""
+
+    def __init__(self, message: str, raw: str | None = None):
+        super().__init__(message)
+        self.raw = raw
 
 
 class EndpointError(JudgeReplyError):
     """The endpoint gave no reply. `retryable`: a transient failure (429, 5xx, timeout) worth a later re-run."""
 
-    def __init__(self, message: str, retryable: bool):
+    def __init__(self, message: str, retryable: bool, status: int | None = None):
         super().__init__(message)
         self.retryable = retryable
+        self.status = status
 
 
 # ---------------------------------------------------------------- results
@@ -266,7 +271,7 @@ class Judge:
             except EndpointError as e:
                 return None, usage, raw or None, [], e
             except JudgeReplyError as e:
-                return None, usage, raw or None, [], str(e)
+                return None, usage, e.raw or raw or None, [], str(e)
             usage.add(u)
             try:
                 parsed = parse_json_reply(raw, model)
@@ -358,18 +363,20 @@ class OpenAIBackend:
         self.dialect = settings.dialect if settings.dialect != "auto" else None
         self.logprobs_supported: bool | None = None
 
-    def _create(self, **kw):
+    def _create(self, attempts: int | None = None, **kw):
         delay = 0.5
-        for attempt in range(1, self.max_attempts + 1):
+        max_attempts = attempts or self.max_attempts
+        for attempt in range(1, max_attempts + 1):
             t0 = time.perf_counter()
             try:
                 resp = self.client.chat.completions.create(model=self.model, **kw)
                 return resp, time.perf_counter() - t0
             except (self.openai.RateLimitError, self.openai.InternalServerError, self.openai.APIConnectionError) as e:
-                if attempt == self.max_attempts:
+                if attempt == max_attempts:
                     raise EndpointError(
                         f"endpoint failed after {attempt} attempts ({type(e).__name__}); a re-run retries it",
                         retryable=True,
+                        status=getattr(e, "status_code", None),
                     ) from e
                 ra = _retry_after(e)
                 wait = ra if ra is not None else delay * (1 + random.random())
@@ -421,7 +428,11 @@ class OpenAIBackend:
         last: Exception | None = None
         for d in dialects:
             try:
-                resp, secs = self._create(messages=chat, response_format=self._response_format(d, schema), **kw)
+                # While detecting, a server that rejects this form (llama.cpp answers HTTP 500) is tried twice,
+                # not retried for long; once a dialect works it is kept for the run.
+                attempts = 2 if self.dialect is None and d != dialects[-1] else None
+                resp, secs = self._create(attempts, messages=chat, response_format=self._response_format(d, schema),
+                                          **kw)
             except JudgeReplyError as e:
                 # Detection: a server that rejects this response_format form answers 400/422/500.
                 last = e
@@ -431,7 +442,8 @@ class OpenAIBackend:
             self.dialect = d
             choice = resp.choices[0]
             if choice.finish_reason == "length":
-                raise JudgeReplyError(f"the reply was truncated at max_tokens={self.settings.max_tokens}")
+                raise JudgeReplyError(f"the reply was truncated at max_tokens={self.settings.max_tokens}",
+                                      raw=choice.message.content)
             lp = getattr(choice, "logprobs", None)
             reads = levels_from_logprobs(lp.content) if lp is not None and lp.content else []
             return choice.message.content or "", _usage(resp, secs), reads

@@ -181,7 +181,7 @@ class LocalBackend:
             secs = time.perf_counter() - t0
             choice = resp["choices"][0]
             if choice.get("finish_reason") == "length":
-                raise JudgeReplyError("the reply was truncated at max_tokens=768")
+                raise JudgeReplyError("the reply was truncated at max_tokens=768", raw=choice["message"]["content"])
             u = resp.get("usage") or {}
             usage = Usage(
                 calls=1,

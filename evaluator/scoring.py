@@ -18,7 +18,7 @@ from .cache import VerdictCache, cache_key
 from .config import DEFAULT_MAX_ANSWER_CHARS, JudgeSettings, cache_dir, resolve_judge_settings
 from .embeddings import Embedder, get_embedder
 from .errors import InputError
-from .guards import evidence_supported, injection_spans, sanitise
+from .guards import evidence_supported, injection_spans, sanitised_variants, strip_invisible
 from .judges import CriterionOut, FlagOut, Judge, JudgeResult, make_judge
 from .models import (
     CriterionResult,
@@ -169,7 +169,7 @@ class Evaluator:
 
     def prepare_answer(self, answer: str) -> tuple[str, list[ReviewFlag]]:
         flags: list[ReviewFlag] = []
-        text = unicodedata.normalize("NFC", answer).replace("\r\n", "\n").strip()
+        text = strip_invisible(unicodedata.normalize("NFC", answer)).replace("\r\n", "\n").strip()
         if len(text) > self.max_chars:
             flags.append(
                 ReviewFlag(
@@ -260,11 +260,10 @@ class Evaluator:
             flags.append(
                 ReviewFlag(code="injection_suspected", reason=f"text addressed to the grader: {spans[0][:80]!r}")
             )
-            # Never let the injected text raise a level: judge the answer without it and keep the lower reading.
-            clean = sanitise(text)
+            # Never let the injected text raise a level: judge copies without it and keep the lowest reading.
             if result.status == "scored":
-                other = self._judge(q, rubric, clean) if clean else None
-                result = _lower_of(result, other)
+                for clean in sanitised_variants(text):
+                    result = _lower_of(result, self._judge(q, rubric, clean))
         usage = result.usage.model_copy()
         if result.status != "scored":
             flags.append(ReviewFlag(code="unscored", reason=result.reason))

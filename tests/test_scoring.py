@@ -198,3 +198,22 @@ def test_fakes_are_never_picked_up_from_the_environment(monkeypatch):
     s = resolve_judge_settings()
     assert s.spec == "openai" and s.model == "m" and s.temperature == 0
     assert "api_key" not in s.public_params()
+
+
+def test_every_corpus_injection_has_an_exact_clean_variant():
+    """The guard keeps the lowest reading over the answer and its sanitised copies: for each attempt in the
+    corpus one copy must be exactly the clean answer, so the injection can never raise a level."""
+    from evaluator.guards import sanitised_variants, strip_invisible
+    from injection_corpus import CASES
+
+    assert len(CASES) >= 20
+    for cid, _qid, clean, injected in CASES:
+        assert injection_spans(injected), cid
+        assert strip_invisible(clean).strip() in sanitised_variants(injected), cid
+        assert not injection_spans(clean), cid
+
+
+def test_bank_exemplars_are_not_flagged_as_injection(resources):
+    es = resources.load_eval_set("ml-screening").eval_set
+    flagged = [(q.id, e.band.value) for q in es.questions for e in q.exemplars if injection_spans(e.answer)]
+    assert not flagged
