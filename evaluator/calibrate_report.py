@@ -126,7 +126,7 @@ def _with_ci(pred, human, groups, lo, hi, n_boot) -> dict:
 
 def _f(x):
     x = float(x)
-    return None if math.isnan(x) else round(x, 4)
+    return None if math.isnan(x) else round(x, 6)
 
 
 def _corr(x, y) -> dict:
