@@ -137,9 +137,7 @@ def cmd_questions(a: argparse.Namespace) -> int:
         if a.out:
             paths = export_schemas(Path(a.out))
         else:
-            paths = export_schemas(res.root / "rubrics")[:1] + export_schemas(res.root / "eval_sets")[1:]
-            (res.root / "rubrics" / "eval_set.schema.json").unlink(missing_ok=True)
-            (res.root / "eval_sets" / "rubric.schema.json").unlink(missing_ok=True)
+            paths = export_schemas(res.root / "rubrics", res.root / "eval_sets")
         for p in paths:
             print(f"wrote {p}")
         return 0

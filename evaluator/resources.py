@@ -256,11 +256,11 @@ def validate_eval_set(path: Path, text: str, es: EvalSet, rubrics: dict[str, Loa
         raise ValidationError(f"{path}: {len(problems)} problem(s)", sorted(set(problems)))
 
 
-def export_schemas(folder: Path) -> list[Path]:
+def export_schemas(rubric_dir: Path, eval_set_dir: Path | None = None) -> list[Path]:
     """Writes JSON Schemas for the rubric and eval-set files so editors can validate them."""
-    folder.mkdir(parents=True, exist_ok=True)
     out = []
-    for name, model in (("rubric", Rubric), ("eval_set", EvalSet)):
+    for folder, name, model in ((rubric_dir, "rubric", Rubric), (eval_set_dir or rubric_dir, "eval_set", EvalSet)):
+        folder.mkdir(parents=True, exist_ok=True)
         p = folder / f"{name}.schema.json"
         schema = model.model_json_schema(by_alias=True)
         p.write_text(json.dumps(schema, indent=2) + "\n", encoding="utf-8")
