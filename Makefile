@@ -26,6 +26,7 @@ demo: setup
 
 test: setup-dev
 	$(BIN)/ruff check evaluator tests benchmarks
+	$(BIN)/ruff format --check evaluator tests benchmarks
 	$(BIN)/python -m pytest -q
 
 test-fast:

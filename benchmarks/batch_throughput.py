@@ -38,13 +38,19 @@ from evaluator.embeddings import MiniLMEmbedder, get_embedder, sentence_spans  #
 
 def split_sentences(text: str) -> list[str]:
     return [text[a:b] for a, b in sentence_spans(text)]
+
+
 from evaluator.resources import Resources  # noqa: E402
 
 
 @contextlib.contextmanager
 def fake_server(latency: float):
-    proc = subprocess.Popen([sys.executable, "-m", "evaluator.fake_server", "--latency", str(latency)], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "evaluator.fake_server", "--latency", str(latency)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = proc.stdout.readline().strip()
         if not url.startswith("http"):
@@ -60,8 +66,18 @@ def server_requests(url: str) -> int:
         return json.loads(r.read())["requests"]
 
 
-FILLERS = ("in practice", "usually", "as far as I know", "in my last project", "roughly speaking", "for example",
-           "honestly", "in most cases", "at work", "I think")
+FILLERS = (
+    "in practice",
+    "usually",
+    "as far as I know",
+    "in my last project",
+    "roughly speaking",
+    "for example",
+    "honestly",
+    "in most cases",
+    "at work",
+    "I think",
+)
 
 
 def make_answers(n: int, seed: int) -> list[tuple[str, str, str]]:
@@ -76,8 +92,9 @@ def make_answers(n: int, seed: int) -> list[tuple[str, str, str]]:
         q = qs[i % len(qs)]
         pool = [s for t in list(q.references) + [e.answer for e in q.exemplars] for s in split_sentences(t)]
         picked = rng.sample(pool, min(rng.randint(3, 6), len(pool)))
-        text = " ".join(f"{rng.choice(FILLERS).capitalize()} (#{i}.{j}), {s[0].lower()}{s[1:]}"
-                        for j, s in enumerate(picked))
+        text = " ".join(
+            f"{rng.choice(FILLERS).capitalize()} (#{i}.{j}), {s[0].lower()}{s[1:]}" for j, s in enumerate(picked)
+        )
         rows.append((f"c{seed}-{i // len(qs):03d}", q.id, text[:2000]))
     return rows
 
@@ -123,8 +140,14 @@ def main() -> int:
     p.add_argument("--latency", type=float, default=0.2, help="server latency for (b), seconds")
     p.add_argument("--concurrency", type=int, default=32, help="concurrency for (b)")
     p.add_argument("--parts", default="abc", help="which parts to run: any of a, b, c (c needs b)")
-    p.add_argument("--no-cache", dest="extra", action="store_const", const=["--no-cache"], default=[],
-                   help="(b) and (c) without the verdict cache (it is on by default, as for users)")
+    p.add_argument(
+        "--no-cache",
+        dest="extra",
+        action="store_const",
+        const=["--no-cache"],
+        default=[],
+        help="(b) and (c) without the verdict cache (it is on by default, as for users)",
+    )
     a = p.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="batch-bench-"))
@@ -139,8 +162,10 @@ def main() -> int:
         results += rb
 
     w = max(len(k) for k, _ in results)
-    print(f"\nbatch throughput (cpu cores: {os.cpu_count()}, load average: "
-          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())})")
+    print(
+        f"\nbatch throughput (cpu cores: {os.cpu_count()}, load average: "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())})"
+    )
     print("-" * (w + 50))
     for k, v in results:
         print(f"{k:<{w}}  {v}")
@@ -171,16 +196,35 @@ def part_a(a, work: Path) -> list[tuple[str, str]]:
     src = work / "a.csv"
     write_csv(src, rows)
     with fake_server(0.0) as url:
-        wall, grading, _ = run_grade([str(src), "--out", str(work / "a"), "--judge", "openai", "--base-url", url,
-                                      "--model", "m", "--mode", "structured", "--embedder", "minilm",
-                                      "--no-cache", "--concurrency", "8"])
+        wall, grading, _ = run_grade(
+            [
+                str(src),
+                "--out",
+                str(work / "a"),
+                "--judge",
+                "openai",
+                "--base-url",
+                url,
+                "--model",
+                "m",
+                "--mode",
+                "structured",
+                "--embedder",
+                "minilm",
+                "--no-cache",
+                "--concurrency",
+                "8",
+            ]
+        )
         calls_a = server_requests(url)
     n = len(answers)
     encode_rate = n / secs["answers"]
     e2e_rate = n / wall
     return [
-        ("(a) answers graded", f"{n} ({calls_a} judge requests, structured, instant server; "
-                               f"model load {load_secs:.1f} s excluded)"),
+        (
+            "(a) answers graded",
+            f"{n} ({calls_a} judge requests, structured, instant server; model load {load_secs:.1f} s excluded)",
+        ),
         ("(a) bare MiniLM encode of the answers", f"{encode_rate:8.1f} answers/s ({secs['answers']:.2f} s)"),
         ("(a) grade end to end (whole command)", f"{e2e_rate:8.1f} answers/s ({wall:.2f} s)"),
         ("(a) ratio end to end / bare encode", f"{e2e_rate / encode_rate:8.0%}  (target >= 80%)"),
@@ -188,8 +232,10 @@ def part_a(a, work: Path) -> list[tuple[str, str]]:
         ("      encode the answers", f"{secs['answers']:8.2f} s  ({n} texts)"),
         ("      encode references + key points", f"{secs['refs']:8.2f} s  ({len(refs)} texts)"),
         ("      = bare encode of the same texts", f"{same_work:8.2f} s"),
-        ("      grading phase (printed by grade)", f"{grading:8.2f} s  ({same_work / grading:.0%} of it is the "
-                                                  f"bare encode)"),
+        (
+            "      grading phase (printed by grade)",
+            f"{grading:8.2f} s  ({same_work / grading:.0%} of it is the bare encode)",
+        ),
         ("      rest of the command", f"{wall - grading:8.2f} s  (bank YAML, imports, outputs and report)"),
     ]
 
@@ -203,16 +249,20 @@ def part_bc(a, work: Path, rerun: bool) -> tuple[list[tuple[str, str]], int]:
     ideal = n * a.latency / a.concurrency
     judge = ["--judge", "openai", "--model", "m", "--mode", "structured", "--embedder", "fake:hash", *a.extra]
     with fake_server(a.latency) as url:
-        wall_b, grading_b, _ = run_grade([str(src_b), "--out", str(out_b), "--base-url", url, *judge,
-                                          "--concurrency", str(a.concurrency)])
+        wall_b, grading_b, _ = run_grade(
+            [str(src_b), "--out", str(out_b), "--base-url", url, *judge, "--concurrency", str(a.concurrency)]
+        )
         calls_b = server_requests(url)
         if rerun:
-            wall_c, _, out_c = run_grade([str(src_b), "--out", str(out_b), "--base-url", url, *judge,
-                                          "--concurrency", str(a.concurrency)])
+            wall_c, _, out_c = run_grade(
+                [str(src_b), "--out", str(out_b), "--base-url", url, *judge, "--concurrency", str(a.concurrency)]
+            )
             calls_c = server_requests(url) - calls_b
     results = [
-        ("(b) answers / concurrency / latency", f"{n} / {a.concurrency} / {a.latency * 1000:.0f} ms "
-                                                f"({calls_b} judge requests)"),
+        (
+            "(b) answers / concurrency / latency",
+            f"{n} / {a.concurrency} / {a.latency * 1000:.0f} ms ({calls_b} judge requests)",
+        ),
         ("(b) ideal N*latency/concurrency", f"{ideal:8.2f} s"),
         ("(b) grading phase wall", f"{grading_b:8.2f} s  efficiency {ideal / grading_b:.0%}"),
         ("(b) whole command wall", f"{wall_b:8.2f} s  efficiency {ideal / wall_b:.0%}"),
@@ -220,9 +270,13 @@ def part_bc(a, work: Path, rerun: bool) -> tuple[list[tuple[str, str]], int]:
     if not rerun:
         return results, 0
     printed_c = re.search(r"(\d+) judge calls", out_c)
-    results.append(("(c) re-run: judge requests at the server",
-                    f"{calls_c:8d}  (printed: {printed_c.group(1) if printed_c else '?'} judge calls; "
-                    f"{wall_c:.2f} s, outputs rewritten)"))
+    results.append(
+        (
+            "(c) re-run: judge requests at the server",
+            f"{calls_c:8d}  (printed: {printed_c.group(1) if printed_c else '?'} judge calls; "
+            f"{wall_c:.2f} s, outputs rewritten)",
+        )
+    )
     return results, calls_c
 
 

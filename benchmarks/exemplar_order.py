@@ -45,11 +45,19 @@ def main() -> None:
                     continue
                 v = ev.score(les, q, e.answer)
                 levels = {c.id: c.level for c in v.criteria if c.level is not None}
-                r = {"question_id": q.id, "band": e.band.value, "level": q.level.value, "final": v.score_100,
-                     "criteria_only": 100 * criteria_fraction(levels, rubric) if len(levels) == len(rubric.criteria)
-                     else None, "holistic_only": 25 * v.holistic_level if v.holistic_level is not None else None,
-                     "red_flags": [x.id for x in v.red_flags if x.probability is None or x.probability >= 0.8],
-                     "intended": list(e.score_range), "seconds": v.usage.seconds}
+                r = {
+                    "question_id": q.id,
+                    "band": e.band.value,
+                    "level": q.level.value,
+                    "final": v.score_100,
+                    "criteria_only": 100 * criteria_fraction(levels, rubric)
+                    if len(levels) == len(rubric.criteria)
+                    else None,
+                    "holistic_only": 25 * v.holistic_level if v.holistic_level is not None else None,
+                    "red_flags": [x.id for x in v.red_flags if x.probability is None or x.probability >= 0.8],
+                    "intended": list(e.score_range),
+                    "seconds": v.usage.seconds,
+                }
                 f.write(json.dumps(r) + "\n")
                 f.flush()
                 done[(q.id, e.band.value)] = r
@@ -64,9 +72,11 @@ def main() -> None:
         pa = [full[q]["partial"][key] for q in full]
         w = [full[q]["weak"][key] for q in full]
         order = sum(full[q]["strong"][key] > full[q]["partial"][key] > full[q]["weak"][key] for q in full)
-        print(f"{key:14s} mean strong {mean(s):5.1f}  partial {mean(pa):5.1f}  weak {mean(w):5.1f}  "
-              f"gaps {mean(s) - mean(pa):+5.1f} / {mean(pa) - mean(w):+5.1f}  "
-              f"order holds on {order}/{len(full)} questions ({100 * order / len(full):.0f}%)")
+        print(
+            f"{key:14s} mean strong {mean(s):5.1f}  partial {mean(pa):5.1f}  weak {mean(w):5.1f}  "
+            f"gaps {mean(s) - mean(pa):+5.1f} / {mean(pa) - mean(w):+5.1f}  "
+            f"order holds on {order}/{len(full)} questions ({100 * order / len(full):.0f}%)"
+        )
 
 
 if __name__ == "__main__":

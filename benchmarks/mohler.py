@@ -49,17 +49,31 @@ def export(run_dir: Path, name: str) -> Path:
         for line in f:
             v = json.loads(line)
             sim = v.get("similarity") or {}
-            g.write(json.dumps({
-                "answer_id": v["answer_id"], "question_id": v["question_id"], "status": v["status"],
-                "holistic": v.get("holistic_level"), "holistic_probabilities": v.get("holistic_probabilities"),
-                "views": v.get("views") or {},
-                "criteria": {c["id"]: {"level": c["level"], "probabilities": c["probabilities"]}
-                             for c in v.get("criteria", []) if c.get("level") is not None},
-                "similarity": sim.get("best_reference"), "key_point_coverage": sim.get("key_point_coverage"),
-                "answer_chars": v.get("answer_chars"), "review_flags": [r["code"] for r in v.get("review_flags", [])],
-                "judge": f"{v['provenance']['judge_backend']}:{v['provenance']['judge_model']}",
-                "prompt_hash": v["provenance"]["prompt_hash"], "seconds": v["usage"]["seconds"],
-            }) + "\n")
+            g.write(
+                json.dumps(
+                    {
+                        "answer_id": v["answer_id"],
+                        "question_id": v["question_id"],
+                        "status": v["status"],
+                        "holistic": v.get("holistic_level"),
+                        "holistic_probabilities": v.get("holistic_probabilities"),
+                        "views": v.get("views") or {},
+                        "criteria": {
+                            c["id"]: {"level": c["level"], "probabilities": c["probabilities"]}
+                            for c in v.get("criteria", [])
+                            if c.get("level") is not None
+                        },
+                        "similarity": sim.get("best_reference"),
+                        "key_point_coverage": sim.get("key_point_coverage"),
+                        "answer_chars": v.get("answer_chars"),
+                        "review_flags": [r["code"] for r in v.get("review_flags", [])],
+                        "judge": f"{v['provenance']['judge_backend']}:{v['provenance']['judge_model']}",
+                        "prompt_hash": v["provenance"]["prompt_hash"],
+                        "seconds": v["usage"]["seconds"],
+                    }
+                )
+                + "\n"
+            )
             n += 1
     print(f"wrote {out} ({n} answers)")
     return out
@@ -67,12 +81,15 @@ def export(run_dir: Path, name: str) -> Path:
 
 def load_results(name: str) -> dict[str, dict]:
     p = RESULTS / f"{name}.jsonl"
-    return {r["answer_id"]: r for r in map(json.loads, p.read_text(encoding="utf-8").splitlines())} if p.exists() else {}
+    return (
+        {r["answer_id"]: r for r in map(json.loads, p.read_text(encoding="utf-8").splitlines())} if p.exists() else {}
+    )
 
 
 def tfidf_cosine(rows: list[dict]) -> np.ndarray:
     vec = TfidfVectorizer(stop_words="english", sublinear_tf=True).fit(
-        [r["answer"] for r in rows] + sorted({r["reference_answer"] for r in rows}))
+        [r["answer"] for r in rows] + sorted({r["reference_answer"] for r in rows})
+    )
     a = vec.transform([r["answer"] for r in rows])
     b = vec.transform([r["reference_answer"] for r in rows])
     num = np.asarray(a.multiply(b).sum(axis=1)).ravel()
@@ -82,8 +99,11 @@ def tfidf_cosine(rows: list[dict]) -> np.ndarray:
 
 def cv_predict(x: np.ndarray, y: np.ndarray, groups: np.ndarray, split: str, model=None) -> np.ndarray:
     x = x.reshape(len(y), -1)
-    folds = (GroupKFold(n_splits=5).split(x, y, groups) if split == "group"
-             else KFold(n_splits=5, shuffle=True, random_state=0).split(x, y))
+    folds = (
+        GroupKFold(n_splits=5).split(x, y, groups)
+        if split == "group"
+        else KFold(n_splits=5, shuffle=True, random_state=0).split(x, y)
+    )
     pred = np.zeros_like(y)
     for tr, te in folds:
         m = (model() if model else LinearRegression()).fit(x[tr], y[tr])
@@ -113,7 +133,8 @@ def table(stores: list[str]) -> None:
         "tfidf": tfidf_cosine(rows),
         # Single-answer lexical features, computed as the similarity stage computes them.
         "lexical": np.array([lexical_overlap(r["answer"], r["reference_answer"]) for r in rows]),
-        "length_ratio": np.log1p([len(r["answer"]) for r in rows]) - np.log1p([len(r["reference_answer"]) for r in rows]),
+        "length_ratio": np.log1p([len(r["answer"]) for r in rows])
+        - np.log1p([len(r["reference_answer"]) for r in rows]),
     }
     loaded = {name: load_results(name) for name in stores}
     loaded = {k: v for k, v in loaded.items() if v}
@@ -127,17 +148,26 @@ def table(stores: list[str]) -> None:
     for name, res in loaded.items():
         get = [res.get(r["answer_id"], {}) for r in rows]
         feats[f"{name}:similarity"] = np.array([g.get("similarity") or 0.0 for g in get])
-        feats[f"{name}:holistic"] = np.array([g.get("holistic") if g.get("holistic") is not None else np.nan for g in get])
-        feats[f"{name}:argmax"] = np.array([
-            float(max(g["holistic_probabilities"], key=g["holistic_probabilities"].get))
-            if g.get("holistic_probabilities") else np.nan for g in get])
+        feats[f"{name}:holistic"] = np.array(
+            [g.get("holistic") if g.get("holistic") is not None else np.nan for g in get]
+        )
+        feats[f"{name}:argmax"] = np.array(
+            [
+                float(max(g["holistic_probabilities"], key=g["holistic_probabilities"].get))
+                if g.get("holistic_probabilities")
+                else np.nan
+                for g in get
+            ]
+        )
         crit_ids = sorted({c for g in get for c in (g.get("criteria") or {})})
         for c in crit_ids:
-            feats[f"{name}:criterion:{c}"] = np.array([
-                (g.get("criteria") or {}).get(c, {}).get("level", np.nan) for g in get], dtype=float)
+            feats[f"{name}:criterion:{c}"] = np.array(
+                [(g.get("criteria") or {}).get(c, {}).get("level", np.nan) for g in get], dtype=float
+            )
         for view in sorted({k for g in get for k in (g.get("views") or {})}):
-            feats[f"{name}:view:{view}"] = np.array([
-                (g.get("views") or {}).get(view, {}).get("expected", np.nan) for g in get], dtype=float)
+            feats[f"{name}:view:{view}"] = np.array(
+                [(g.get("views") or {}).get(view, {}).get("expected", np.nan) for g in get], dtype=float
+            )
         feats[f"{name}:log_chars"] = np.log1p(np.array([g.get("answer_chars") or 0 for g in get], dtype=float))
     n = int(keep.sum())
     y, groups, g1, g2 = y[keep], groups[keep], g1[keep], g2[keep]
@@ -162,9 +192,13 @@ def table(stores: list[str]) -> None:
         views = [k for k in feats if k.startswith(f"{name}:view:")]
         if views:
             configs.append((f"judge only: holistic + views, mean ({name})", [f"{name}:holistic"], None))
-            configs.append((f"combined: views + MiniLM + lexical + lengths ({name})",
-                            [f"{name}:holistic", *views, f"{name}:similarity", "lexical", "length_ratio",
-                             f"{name}:log_chars"], ridge))
+            configs.append(
+                (
+                    f"combined: views + MiniLM + lexical + lengths ({name})",
+                    [f"{name}:holistic", *views, f"{name}:similarity", "lexical", "length_ratio", f"{name}:log_chars"],
+                    ridge,
+                )
+            )
     single = [f"{main}:similarity", f"{main}:holistic", "lexical", "length_ratio", f"{main}:log_chars"]
     configs += [
         ("combined: MiniLM + holistic expected (ridge)", [f"{main}:similarity", f"{main}:holistic"], ridge),
@@ -174,8 +208,10 @@ def table(stores: list[str]) -> None:
     if len(loaded) > 1:
         allh = [f"{k}:holistic" for k in loaded]
         configs.append(("combined: every stored judge view + lexical (ridge)", [*single, *allh[1:]], ridge))
-    print(f"Mohler dev answers with every stored view scored: {n}; official grade = mean of two graders; "
-          f"95% CI resampled by question")
+    print(
+        f"Mohler dev answers with every stored view scored: {n}; official grade = mean of two graders; "
+        f"95% CI resampled by question"
+    )
     print(f"{'configuration':64s} {'pearson':>22s} {'rmse':>22s} {'qwk':>22s} {'mae':>22s}")
     hh = row_metrics(g1, g2, groups)
     print(f"{'human grader 1 vs grader 2 (ceiling)':64s} " + " ".join(f"{fmt(hh[k]):>22s}" for k in hh))
@@ -192,8 +228,10 @@ def table(stores: list[str]) -> None:
             best = (label, m, x, model)
     label, m, x, model = best
     seen = row_metrics(cv_predict(x, y, groups, "within", model), y, groups)
-    print(f"{'  same, seen-questions CV (folds split within questions)':64s} "
-          + " ".join(f"{fmt(seen[k]):>22s}" for k in seen))
+    print(
+        f"{'  same, seen-questions CV (folds split within questions)':64s} "
+        + " ".join(f"{fmt(seen[k]):>22s}" for k in seen)
+    )
     print(f"best: {label}; analysis took {time.perf_counter() - t0:.1f} s")
     print(f"default (question-grouped CV): pearson {m['pearson'][0]:.3f} rmse {m['rmse'][0]:.3f} qwk {m['qwk'][0]:.3f}")
 
@@ -202,11 +240,26 @@ def from_scratch(name: str) -> None:
     run = ROOT / "runs" / name
     bank = ROOT / "runs" / "mohler.yaml"
     ev = [sys.executable, "-m", "evaluator"]
-    subprocess.run([*ev, "questions", "import", str(DATA), "--out", str(bank), "--id", "mohler-dev",
-                    "--topic", "computer-science"], check=True)
+    subprocess.run(
+        [
+            *ev,
+            "questions",
+            "import",
+            str(DATA),
+            "--out",
+            str(bank),
+            "--id",
+            "mohler-dev",
+            "--topic",
+            "computer-science",
+        ],
+        check=True,
+    )
     t0 = time.perf_counter()
-    subprocess.run([*ev, "grade", str(DATA), "--eval-set", str(bank), "--candidate-column", "answer_id",
-                    "--out", str(run)], check=True)
+    subprocess.run(
+        [*ev, "grade", str(DATA), "--eval-set", str(bank), "--candidate-column", "answer_id", "--out", str(run)],
+        check=True,
+    )
     print(f"grading took {time.perf_counter() - t0:.0f} s")
     export(run, name)
 
@@ -215,8 +268,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--export", nargs=2, metavar=("RUN_DIR", "NAME"))
     p.add_argument("--from-scratch", action="store_true")
-    p.add_argument("--stores", default="mohler-holistic",
-                   help="comma-separated stored result names; the first is the main judge view")
+    p.add_argument(
+        "--stores",
+        default="mohler-holistic",
+        help="comma-separated stored result names; the first is the main judge view",
+    )
     a = p.parse_args()
     if a.export:
         export(Path(a.export[0]), a.export[1])

@@ -58,7 +58,9 @@ def import_questions(
         qid, qtext, ref = cells[i_id].strip(), cells[i_q].strip(), cells[i_r].strip()
         where = f"{table.path}:{line}"
         if not qid or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", qid):
-            problems.append(f"{where}: question id {qid!r} is empty or has characters other than letters, digits, . _ -")
+            problems.append(
+                f"{where}: question id {qid!r} is empty or has characters other than letters, digits, . _ -"
+            )
             continue
         if not qtext or not ref:
             problems.append(f"{where} (question {qid}): {'question' if not qtext else 'reference answer'} is empty")
@@ -89,8 +91,13 @@ def import_questions(
     if not questions:
         raise ValidationError(f"{table.path}: no question rows found")
     return EvalSet.model_validate(
-        {"id": set_id, "version": "1", "title": f"Imported from {table.path.name}", "rubric": rubric,
-         "questions": list(questions.values())}
+        {
+            "id": set_id,
+            "version": "1",
+            "title": f"Imported from {table.path.name}",
+            "rubric": rubric,
+            "questions": list(questions.values()),
+        }
     )
 
 

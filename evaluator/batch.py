@@ -45,7 +45,9 @@ class Rejected:
 # ---------------------------------------------------------------- reading and validation
 
 
-def load_rows(path: Path, les: LoadedEvalSet, columns: dict[str, str], max_chars: int) -> tuple[list[Row], list[Rejected], list[str]]:
+def load_rows(
+    path: Path, les: LoadedEvalSet, columns: dict[str, str], max_chars: int
+) -> tuple[list[Row], list[Rejected], list[str]]:
     table = read_csv(path)
     header = table.header
     lower = {h.lower(): i for i, h in enumerate(header)}
@@ -135,15 +137,22 @@ class ResultStore:
             self.conn.executemany(
                 "INSERT OR IGNORE INTO results (key, line, candidate_id, question_id, answer_id, answer, extra, status)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
-                [(r.key, r.line, r.candidate_id, r.question_id, r.answer_id, r.answer, json.dumps(r.extra)) for r in rows],
+                [
+                    (r.key, r.line, r.candidate_id, r.question_id, r.answer_id, r.answer, json.dumps(r.extra))
+                    for r in rows
+                ],
             )
 
     def finished_keys(self) -> set[str]:
         with self.lock:
             # Rows left unscored by a transient endpoint failure are graded again on a re-run.
-            return {k for (k,) in self.conn.execute(
-                "SELECT key FROM results WHERE status != 'pending' "
-                "AND NOT (status = 'unscored' AND json_extract(verdict, '$.retryable') = 1)")}
+            return {
+                k
+                for (k,) in self.conn.execute(
+                    "SELECT key FROM results WHERE status != 'pending' "
+                    "AND NOT (status = 'unscored' AND json_extract(verdict, '$.retryable') = 1)"
+                )
+            }
 
     def save(self, key: str, verdict: Verdict) -> None:
         with self.lock, self.conn:
@@ -260,7 +269,8 @@ def _prewarm_embeddings(ev: Evaluator, les: LoadedEvalSet, rows: list[Row]) -> N
 
 def add_grade_parsers(sub, add_judge_flags, add_data_dir) -> None:
     g = sub.add_parser(
-        "grade", help="batch-grade a CSV of candidates' answers",
+        "grade",
+        help="batch-grade a CSV of candidates' answers",
         description="Grade every answer in a CSV (columns candidate_id, question_id, answer; optional answer_id; "
         "extra columns are carried through). Re-running the same command resumes and skips finished rows.",
     )
@@ -279,12 +289,16 @@ def add_grade_parsers(sub, add_judge_flags, add_data_dir) -> None:
     g.add_argument("--price-out", type=float, default=0.0, help="USD per million generated tokens")
     g.add_argument("--advance-at", type=float, default=70.0, help="scorecard: recommend 'advance' at this mean /100")
     g.add_argument("--reject-below", type=float, default=40.0, help="scorecard: recommend 'reject' below this")
-    g.add_argument("--export-batch", metavar="REQUESTS.jsonl",
-                   help="write the judge requests in the OpenAI Batch API format instead of calling the judge")
+    g.add_argument(
+        "--export-batch",
+        metavar="REQUESTS.jsonl",
+        help="write the judge requests in the OpenAI Batch API format instead of calling the judge",
+    )
     add_judge_flags(g)
     add_data_dir(g)
     ib = sub.add_parser(
-        "import-batch", help="ingest OpenAI Batch API responses into a grading folder",
+        "import-batch",
+        help="ingest OpenAI Batch API responses into a grading folder",
         description="Read the responses of a batch exported with `grade --export-batch` and write verdicts and "
         "outputs into the same folder.",
     )
@@ -305,12 +319,23 @@ def run_grade_command(a: argparse.Namespace, judge_kw: dict) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if a.export_batch and not judge_kw.get("judge"):
         judge_kw["judge"] = "openai"
-    ev = build_evaluator(data_dir=a.data_dir, use_cache=not a.no_cache, refresh=a.refresh,
-                         calibration=a.calibration, explain=a.explain if a.explain is not None else False,
-                         embedder=a.embedder, max_chars=a.max_chars, **judge_kw)
+    ev = build_evaluator(
+        data_dir=a.data_dir,
+        use_cache=not a.no_cache,
+        refresh=a.refresh,
+        calibration=a.calibration,
+        explain=a.explain if a.explain is not None else False,
+        embedder=a.embedder,
+        max_chars=a.max_chars,
+        **judge_kw,
+    )
     les = ev.resources.load_eval_set(a.eval_set)
-    columns = {"candidate_id": a.candidate_column, "question_id": a.question_column, "answer": a.answer_column,
-               "answer_id": a.answer_id_column}
+    columns = {
+        "candidate_id": a.candidate_column,
+        "question_id": a.question_column,
+        "answer": a.answer_column,
+        "answer_id": a.answer_id_column,
+    }
     rows, rejected, warnings = load_rows(Path(a.csv), les, columns, a.max_chars)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -329,8 +354,10 @@ def run_grade_command(a: argparse.Namespace, judge_kw: dict) -> int:
         store = ResultStore(out / "results.sqlite3")
         store.register(rows)
         n = export_batch(ev, les, rows, Path(a.export_batch))
-        print(f"wrote {n} requests to {a.export_batch}; after the batch runs: evaluator import-batch RESPONSES "
-              f"--out {out}")
+        print(
+            f"wrote {n} requests to {a.export_batch}; after the batch runs: evaluator import-batch RESPONSES "
+            f"--out {out}"
+        )
         return 0
     store = ResultStore(out / "results.sqlite3")
     store.register(rows)
@@ -344,8 +371,11 @@ def run_grade_command(a: argparse.Namespace, judge_kw: dict) -> int:
     try:
         _with_progress_bar(lambda cb: grade_rows(ev, les, rows, store, concurrency, progress, cb, stop), progress)
     except KeyboardInterrupt:
-        print(f"\nstopped: {progress.done} of {progress.total} rows are saved in {out / 'results.sqlite3'}. "
-              f"Resume with the same command.", file=sys.stderr)
+        print(
+            f"\nstopped: {progress.done} of {progress.total} rows are saved in {out / 'results.sqlite3'}. "
+            f"Resume with the same command.",
+            file=sys.stderr,
+        )
         return 130
     finally:
         signal.signal(signal.SIGTERM, old)
@@ -353,9 +383,11 @@ def run_grade_command(a: argparse.Namespace, judge_kw: dict) -> int:
     paths = write_outputs(store, les, ev.resources, out, a.advance_at, a.reject_below, rejected)
     summary = summarise(store)
     reasons = f" {summary['unscored_by_reason']}" if summary["unscored_by_reason"] else ""
-    print(f"graded {summary['scored']} scored, {summary['unscored']} unscored{reasons}, {len(rejected)} rejected, {summary['flagged']} flagged for review "
-          f"in {secs:.1f} s; {progress.calls} judge calls, {progress.prompt_tokens + progress.completion_tokens} "
-          f"tokens, est. cost ${progress.cost:.4f}")
+    print(
+        f"graded {summary['scored']} scored, {summary['unscored']} unscored{reasons}, {len(rejected)} rejected, {summary['flagged']} flagged for review "
+        f"in {secs:.1f} s; {progress.calls} judge calls, {progress.prompt_tokens + progress.completion_tokens} "
+        f"tokens, est. cost ${progress.cost:.4f}"
+    )
     for p in paths:
         print(f"wrote {p}")
     return 0 if not stop.is_set() else 130
@@ -384,8 +416,11 @@ def summarise(store: ResultStore) -> dict:
 def _write_rejected(path: Path, rejected: list[Rejected]) -> None:
     from .csvio import write_csv
 
-    write_csv(path, ["line", "candidate_id", "question_id", "reason"],
-              [[r.line, r.candidate_id, r.question_id, r.reason] for r in rejected])
+    write_csv(
+        path,
+        ["line", "candidate_id", "question_id", "reason"],
+        [[r.line, r.candidate_id, r.question_id, r.reason] for r in rejected],
+    )
 
 
 def _dry_run(ev: Evaluator, les: LoadedEvalSet, rows: list[Row], a) -> int:
@@ -403,8 +438,10 @@ def _dry_run(ev: Evaluator, les: LoadedEvalSet, rows: list[Row], a) -> int:
         calls += n
         tokens += n * len(text) // 4
     cost = tokens * a.price_in / 1e6
-    print(f"dry run: {len(rows)} answers, about {calls} judge calls and {tokens} prompt tokens "
-          f"(chars/4 estimate, before prefix caching), est. cost ${cost:.4f} at ${a.price_in}/M prompt tokens")
+    print(
+        f"dry run: {len(rows)} answers, about {calls} judge calls and {tokens} prompt tokens "
+        f"(chars/4 estimate, before prefix caching), est. cost ${cost:.4f} at ${a.price_in}/M prompt tokens"
+    )
     return 0
 
 
@@ -413,8 +450,13 @@ def _with_progress_bar(run, progress: Progress) -> None:
     from rich.progress import Progress as Bar
 
     with Bar(
-        TextColumn("grading"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-        TimeRemainingColumn(), TextColumn("{task.fields[extra]}"), transient=False,
+        TextColumn("grading"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[extra]}"),
+        transient=False,
     ) as bar:
         task = bar.add_task("grade", total=progress.total, rate="", extra="")
         t0 = time.perf_counter()
@@ -424,7 +466,11 @@ def _with_progress_bar(run, progress: Progress) -> None:
             if not start_done:
                 start_done.append(p.done - 1)
             secs = max(1e-6, time.perf_counter() - t0)
-            bar.update(task, completed=p.done, rate=f"{(p.done - start_done[0]) / secs:.2f} rows/s",
-                       extra=f"{p.prompt_tokens + p.completion_tokens} tok ${p.cost:.4f} review:{p.flagged}")
+            bar.update(
+                task,
+                completed=p.done,
+                rate=f"{(p.done - start_done[0]) / secs:.2f} rows/s",
+                extra=f"{p.prompt_tokens + p.completion_tokens} tok ${p.cost:.4f} review:{p.flagged}",
+            )
 
         run(cb)

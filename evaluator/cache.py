@@ -49,3 +49,42 @@ class VerdictCache:
 
     def __len__(self) -> int:
         return self._conn().execute("SELECT COUNT(*) FROM verdicts").fetchone()[0]
+
+
+class VectorCache:
+    """Embeddings of reference answers and key points on disk, so a bank is encoded once per machine,
+    not once per process. Keyed by the embedder's name and a hash of the text."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(self.path, timeout=30.0) as c:
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS vectors (model TEXT, key TEXT, vec BLOB NOT NULL, PRIMARY KEY (model, key))"
+            )
+
+    @staticmethod
+    def key(text: str) -> str:
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def get_many(self, model: str, texts: list[str]) -> dict[str, bytes]:
+        keys = {self.key(t): t for t in texts}
+        found: dict[str, bytes] = {}
+        with sqlite3.connect(self.path, timeout=30.0) as c:
+            c.execute("PRAGMA busy_timeout=30000")
+            items = list(keys)
+            for i in range(0, len(items), 500):
+                chunk = items[i : i + 500]
+                q = f"SELECT key, vec FROM vectors WHERE model=? AND key IN ({','.join('?' * len(chunk))})"
+                for k, v in c.execute(q, (model, *chunk)):
+                    found[keys[k]] = v
+        return found
+
+    def put_many(self, model: str, items: dict[str, bytes]) -> None:
+        with sqlite3.connect(self.path, timeout=30.0) as c:
+            c.execute("PRAGMA busy_timeout=30000")
+            c.executemany(
+                "INSERT OR REPLACE INTO vectors (model, key, vec) VALUES (?, ?, ?)",
+                [(model, self.key(t), v) for t, v in items.items()],
+            )

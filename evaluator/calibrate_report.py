@@ -18,8 +18,20 @@ from .calibration import cross_val_predict_grouped, fit_mapping
 from .csvio import read_csv
 from .errors import CalibrationError, ValidationError
 
-METRIC_ORDER = ["pearson", "spearman", "kendall", "qwk", "mae", "rmse", "exact", "within_one",
-                "alpha_interval", "alpha_ordinal", "bias", "n"]
+METRIC_ORDER = [
+    "pearson",
+    "spearman",
+    "kendall",
+    "qwk",
+    "mae",
+    "rmse",
+    "exact",
+    "within_one",
+    "alpha_interval",
+    "alpha_ordinal",
+    "bias",
+    "n",
+]
 
 
 # ---------------------------------------------------------------- inputs
@@ -39,8 +51,15 @@ def load_verdicts(path: Path) -> list[dict]:
     return out
 
 
-def load_human(path: Path, columns: list[str], official: str | None, id_column: str,
-               scale_min: float | None, scale_max: float | None, group_column: str | None) -> dict:
+def load_human(
+    path: Path,
+    columns: list[str],
+    official: str | None,
+    id_column: str,
+    scale_min: float | None,
+    scale_max: float | None,
+    group_column: str | None,
+) -> dict:
     t = read_csv(path)
     lower = {h.lower(): i for i, h in enumerate(t.header)}
     need = list(columns) + ([official] if official else []) + ([group_column] if group_column else [])
@@ -53,7 +72,8 @@ def load_human(path: Path, columns: list[str], official: str | None, id_column: 
     if scale_max is None:
         if "max_grade" not in lower:
             raise CalibrationError(
-                f"{path}: the human scale is unknown; pass --scale-min and --scale-max (or add a max_grade column)")
+                f"{path}: the human scale is unknown; pass --scale-min and --scale-max (or add a max_grade column)"
+            )
         maxes = {cells[lower["max_grade"]].strip() for _, cells in t.rows}
         if len(maxes) != 1:
             raise CalibrationError(f"{path}: max_grade differs between rows ({sorted(maxes)[:5]}); pass --scale-max")
@@ -92,7 +112,9 @@ def load_human(path: Path, columns: list[str], official: str | None, id_column: 
         else:
             off = grades[-1] if official else float(np.mean(grades))
             rows[key] = {
-                "grades": grades[: len(columns)], "official": off, "line": line,
+                "grades": grades[: len(columns)],
+                "official": off,
+                "line": line,
                 "question_id": cell("question_id") if "question_id" in lower else "",
                 "answer": cell("answer") if "answer" in lower else "",
                 "group": cell(group_column) if group_column else None,
@@ -107,11 +129,18 @@ def load_human(path: Path, columns: list[str], official: str | None, id_column: 
 def verdict_row(v: dict) -> dict:
     crit = {c["id"]: c["level"] for c in v.get("criteria", []) if c.get("level") is not None}
     sim = v.get("similarity") or {}
-    return {"answer_id": v.get("answer_id") or f"{v.get('candidate_id')}|{v['question_id']}",
-            "question_id": v["question_id"], "score": v.get("raw_score", v.get("score")),
-            "holistic": v.get("holistic_level"), "criteria": crit, "similarity": sim.get("best_reference"),
-            "key_point_coverage": sim.get("key_point_coverage"), "lexical_overlap": sim.get("lexical_overlap"),
-            "reference_chars": sim.get("reference_chars"), "answer_chars": v.get("answer_chars", 0)}
+    return {
+        "answer_id": v.get("answer_id") or f"{v.get('candidate_id')}|{v['question_id']}",
+        "question_id": v["question_id"],
+        "score": v.get("raw_score", v.get("score")),
+        "holistic": v.get("holistic_level"),
+        "criteria": crit,
+        "similarity": sim.get("best_reference"),
+        "key_point_coverage": sim.get("key_point_coverage"),
+        "lexical_overlap": sim.get("lexical_overlap"),
+        "reference_chars": sim.get("reference_chars"),
+        "answer_chars": v.get("answer_chars", 0),
+    }
 
 
 # ---------------------------------------------------------------- analysis
@@ -120,8 +149,7 @@ def verdict_row(v: dict) -> dict:
 def _with_ci(pred, human, groups, lo, hi, n_boot) -> dict:
     point = agreement.metrics(pred, human, lo, hi)
     ci = agreement.bootstrap_ci(pred, human, groups, lo, hi, n_boot=n_boot)
-    return {m: {"value": _f(point[m]), "ci95": [_f(ci[m][0]), _f(ci[m][1])] if m in ci else None}
-            for m in METRIC_ORDER}
+    return {m: {"value": _f(point[m]), "ci95": [_f(ci[m][0]), _f(ci[m][1])] if m in ci else None} for m in METRIC_ORDER}
 
 
 def _f(x):
@@ -161,15 +189,21 @@ def group_checks(pred, human, groups_q, labels, pass_at, n_boot: int, seed: int 
             boot_ratio.append(min(r) / max(r))
     for g in names:
         m = lab == g
-        out["groups"][g] = {"n": int(m.sum()), "mean_evaluator": _f(pred[m].mean()), "mean_human": _f(human[m].mean()),
-                            "gap_vs_human": _f((pred[m] - human[m]).mean()), "selection_rate": _f(base[g]),
-                            "human_selection_rate": _f(np.mean(human[m] >= pass_at))}
+        out["groups"][g] = {
+            "n": int(m.sum()),
+            "mean_evaluator": _f(pred[m].mean()),
+            "mean_human": _f(human[m].mean()),
+            "gap_vs_human": _f((pred[m] - human[m]).mean()),
+            "selection_rate": _f(base[g]),
+            "human_selection_rate": _f(np.mean(human[m] >= pass_at)),
+        }
     vals = [v for v in base.values() if not math.isnan(v)]
     ratio = min(vals) / max(vals) if len(vals) >= 2 and max(vals) > 0 else float("nan")
-    out["selection_rate_ratio"] = {"value": _f(ratio),
-                                   "ci95": [_f(np.percentile(boot_ratio, 2.5)), _f(np.percentile(boot_ratio, 97.5))]
-                                   if boot_ratio else None,
-                                   "four_fifths_rule_met": None if math.isnan(ratio) else bool(ratio >= 0.8)}
+    out["selection_rate_ratio"] = {
+        "value": _f(ratio),
+        "ci95": [_f(np.percentile(boot_ratio, 2.5)), _f(np.percentile(boot_ratio, 97.5))] if boot_ratio else None,
+        "four_fifths_rule_met": None if math.isnan(ratio) else bool(ratio >= 0.8),
+    }
     return out
 
 
@@ -197,7 +231,8 @@ def run(a: argparse.Namespace) -> int:
     if len(joined) < 10:
         raise CalibrationError(
             f"only {len(joined)} scored verdicts joined the human grades (need 10+); {len(unmatched_v)} verdicts "
-            f"had no grade (e.g. {unmatched_v[:3]}), {len(unmatched_h)} grades had no verdict. Check --id-column.")
+            f"had no grade (e.g. {unmatched_v[:3]}), {len(unmatched_h)} grades had no verdict. Check --id-column."
+        )
     rows = [j[0] for j in joined]
     official = np.array([j[1]["official"] for j in joined])
     groups = np.array([j[0]["question_id"] for j in joined])
@@ -205,9 +240,15 @@ def run(a: argparse.Namespace) -> int:
     raw = np.array([lo + (j[2]["score_100"] / 100.0) * (hi - lo) for j in joined])
     n_boot = a.bootstrap
 
-    report: dict = {"n_joined": len(joined), "unscored_excluded": unscored,
-                    "verdicts_without_grade": len(unmatched_v), "grades_without_verdict": len(unmatched_h),
-                    "scale": [lo, hi], "human_columns": columns, "official": a.official or f"mean({', '.join(columns)})"}
+    report: dict = {
+        "n_joined": len(joined),
+        "unscored_excluded": unscored,
+        "verdicts_without_grade": len(unmatched_v),
+        "grades_without_verdict": len(unmatched_h),
+        "scale": [lo, hi],
+        "human_columns": columns,
+        "official": a.official or f"mean({', '.join(columns)})",
+    }
     report["uncalibrated"] = _with_ci(raw, official, groups, lo, hi, n_boot)
     if len(columns) >= 2:
         g1 = np.array([j[1]["grades"][0] for j in joined])
@@ -217,8 +258,10 @@ def run(a: argparse.Namespace) -> int:
     cal = cross_val_predict_grouped(rows, official, groups, mapping.kind, 5, 0, "group", lo, hi)
     within = cross_val_predict_grouped(rows, official, groups, mapping.kind, 5, 0, "within", lo, hi)
     report["calibrated_question_grouped_cv"] = {"kind": mapping.kind, **_with_ci(cal, official, groups, lo, hi, n_boot)}
-    report["calibrated_seen_questions_cv"] = {"kind": mapping.kind,
-                                              **_with_ci(within, official, groups, lo, hi, n_boot)}
+    report["calibrated_seen_questions_cv"] = {
+        "kind": mapping.kind,
+        **_with_ci(within, official, groups, lo, hi, n_boot),
+    }
     report["mapping_candidates_cv"] = mapping.cv_metrics
 
     # Breakdowns
@@ -226,59 +269,86 @@ def run(a: argparse.Namespace) -> int:
     for q in sorted(set(groups)):
         m = groups == q
         res = cal[m] - official[m]
-        per_q[q] = {"n": int(m.sum()), "pearson": _f(stats.pearsonr(cal[m], official[m]).statistic)
-                    if m.sum() > 2 and np.std(cal[m]) > 0 and np.std(official[m]) > 0 else None,
-                    "mae": _f(np.abs(res).mean()), "bias": _f(res.mean()),
-                    "mae_uncalibrated": _f(np.abs(raw[m] - official[m]).mean())}
+        per_q[q] = {
+            "n": int(m.sum()),
+            "pearson": _f(stats.pearsonr(cal[m], official[m]).statistic)
+            if m.sum() > 2 and np.std(cal[m]) > 0 and np.std(official[m]) > 0
+            else None,
+            "mae": _f(np.abs(res).mean()),
+            "bias": _f(res.mean()),
+            "mae_uncalibrated": _f(np.abs(raw[m] - official[m]).mean()),
+        }
     report["per_question"] = per_q
     for field in ("level", "topic"):
         vals = [j[1][field] for j in joined]
         if any(vals):
             report[f"per_{field}"] = {
-                str(k): {"n": int(sum(1 for x in vals if x == k)),
-                         "mae": _f(np.mean([abs(cal[i] - official[i]) for i, x in enumerate(vals) if x == k]))}
-                for k in sorted(set(vals), key=str)}
+                str(k): {
+                    "n": int(sum(1 for x in vals if x == k)),
+                    "mae": _f(np.mean([abs(cal[i] - official[i]) for i, x in enumerate(vals) if x == k])),
+                }
+                for k in sorted(set(vals), key=str)
+            }
     worst = sorted(per_q, key=lambda q: -(per_q[q]["mae"] or 0))[:5]
     examples = {}
     for q in worst:
         idx = [i for i in range(len(joined)) if groups[i] == q]
         idx.sort(key=lambda i: -abs(cal[i] - official[i]))
-        examples[q] = [{"answer_id": rows[i]["answer_id"], "human": _f(official[i]), "evaluator": _f(cal[i]),
-                        "answer": joined[i][1]["answer"][:300]} for i in idx[:2]]
+        examples[q] = [
+            {
+                "answer_id": rows[i]["answer_id"],
+                "human": _f(official[i]),
+                "evaluator": _f(cal[i]),
+                "answer": joined[i][1]["answer"][:300],
+            }
+            for i in idx[:2]
+        ]
     report["most_disagreement"] = examples
 
     # Bias checks
     lengths = np.array([r["answer_chars"] for r in rows], dtype=float)
     positions = np.array([j[1]["line"] for j in joined], dtype=float)
-    report["bias"] = {"residual_vs_length_uncalibrated": _corr(lengths, raw - official),
-                      "residual_vs_length_calibrated": _corr(lengths, cal - official),
-                      "residual_vs_position": _corr(positions, cal - official)}
+    report["bias"] = {
+        "residual_vs_length_uncalibrated": _corr(lengths, raw - official),
+        "residual_vs_length_calibrated": _corr(lengths, cal - official),
+        "residual_vs_position": _corr(positions, cal - official),
+    }
     if a.group_column:
         pass_at = a.pass_at if a.pass_at is not None else (lo + hi) / 2
-        report["bias"]["groups"] = group_checks(cal, official, groups, [j[1]["group"] for j in joined], pass_at,
-                                                min(n_boot, 500))
+        report["bias"]["groups"] = group_checks(
+            cal, official, groups, [j[1]["group"] for j in joined], pass_at, min(n_boot, 500)
+        )
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     mapping_path = mapping.save(out / "mapping.json")
-    report["mapping"] = {"path": str(mapping_path), "id": mapping.id, "kind": mapping.kind,
-                         "training_hash": mapping.training_hash}
+    report["mapping"] = {
+        "path": str(mapping_path),
+        "id": mapping.id,
+        "kind": mapping.kind,
+        "training_hash": mapping.training_hash,
+    }
     (out / "metrics.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     plots = {
         "scatter_uncalibrated": report_plots.scatter(raw, official, out / "scatter_uncalibrated.png"),
         "scatter_calibrated": report_plots.scatter(cal, official, out / "scatter_calibrated.png"),
         "confusion": report_plots.confusion_heatmap(cal, official, lo, hi, out / "confusion.png"),
         "residuals_vs_length": report_plots.residuals_vs_length(cal, official, lengths, out / "residuals_length.png"),
-        "per_question": report_plots.per_question_bars({q: per_q[q]["mae"] or 0 for q in per_q},
-                                                       out / "per_question.png", label="MAE (calibrated)"),
+        "per_question": report_plots.per_question_bars(
+            {q: per_q[q]["mae"] or 0 for q in per_q}, out / "per_question.png", label="MAE (calibrated)"
+        ),
         "calibration_curve": report_plots.calibration_curve(raw, cal, official, out / "calibration_curve.png"),
     }
     (out / "report.html").write_text(_html(report, plots), encoding="utf-8")
 
     console = Console()
-    t = Table("metric", "evaluator (raw)", f"calibrated ({mapping.kind}, question-grouped CV)",
-              *(["human vs human"] if "human_ceiling" in report else []),
-              title=f"Agreement with the official grade on {len(joined)} answers (95% CI resampled by question)")
+    t = Table(
+        "metric",
+        "evaluator (raw)",
+        f"calibrated ({mapping.kind}, question-grouped CV)",
+        *(["human vs human"] if "human_ceiling" in report else []),
+        title=f"Agreement with the official grade on {len(joined)} answers (95% CI resampled by question)",
+    )
     for m in METRIC_ORDER[:-1]:
         cells = [_fmt(report["uncalibrated"][m]), _fmt(report["calibrated_question_grouped_cv"][m])]
         if "human_ceiling" in report:
@@ -286,8 +356,10 @@ def run(a: argparse.Namespace) -> int:
         t.add_row(m, *cells)
     console.print(t)
     if unmatched_v or unmatched_h or unscored:
-        console.print(f"not joined: {len(unmatched_v)} verdicts without a grade, {len(unmatched_h)} grades without a "
-                      f"verdict; {unscored} unscored verdicts excluded")
+        console.print(
+            f"not joined: {len(unmatched_v)} verdicts without a grade, {len(unmatched_h)} grades without a "
+            f"verdict; {unscored} unscored verdicts excluded"
+        )
     console.print(f"wrote {out / 'metrics.json'}, {mapping_path} (id {mapping.id}), {out / 'report.html'}")
     return 0
 
@@ -311,27 +383,33 @@ def _html(r: dict, plots: dict) -> str:
         heads.append("human vs human (ceiling)")
         keys.append("human_ceiling")
     rows = "".join(
-        f"<tr><td>{m}</td>" + "".join(f"<td>{e(_fmt(r[k][m]))}</td>" for k in keys) + "</tr>"
-        for m in METRIC_ORDER)
-    perq = "".join(f"<tr><td>{e(q)}</td><td>{d['n']}</td><td>{d['pearson']}</td><td>{d['mae']}</td><td>{d['bias']}"
-                   f"</td></tr>" for q, d in r["per_question"].items())
-    worst = "".join(f"<tr><td>{e(q)}</td><td>{x['human']}</td><td>{x['evaluator']}</td><td>{e(x['answer'])}</td></tr>"
-                    for q, xs in r["most_disagreement"].items() for x in xs)
-    imgs = "".join(f'<figure><img src="{_img(p)}" alt="{k}"><figcaption>{k}</figcaption></figure>'
-                   for k, p in plots.items())
+        f"<tr><td>{m}</td>" + "".join(f"<td>{e(_fmt(r[k][m]))}</td>" for k in keys) + "</tr>" for m in METRIC_ORDER
+    )
+    perq = "".join(
+        f"<tr><td>{e(q)}</td><td>{d['n']}</td><td>{d['pearson']}</td><td>{d['mae']}</td><td>{d['bias']}</td></tr>"
+        for q, d in r["per_question"].items()
+    )
+    worst = "".join(
+        f"<tr><td>{e(q)}</td><td>{x['human']}</td><td>{x['evaluator']}</td><td>{e(x['answer'])}</td></tr>"
+        for q, xs in r["most_disagreement"].items()
+        for x in xs
+    )
+    imgs = "".join(
+        f'<figure><img src="{_img(p)}" alt="{k}"><figcaption>{k}</figcaption></figure>' for k, p in plots.items()
+    )
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Agreement with human grades</title>
 <style>body{{font-family:sans-serif;max-width:1150px;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;vertical-align:top}}figure{{display:inline-block;margin:.5em}}
 img{{max-width:520px}}</style></head><body>
 <h1>Agreement with human grades</h1>
-<p>{r['n_joined']} answers joined; scale {r['scale'][0]:g}-{r['scale'][1]:g}; official grade: {e(r['official'])};
-{r['unscored_excluded']} unscored excluded; {r['verdicts_without_grade']} verdicts without a grade,
-{r['grades_without_verdict']} grades without a verdict. Intervals: 95% bootstrap, resampling questions.
+<p>{r["n_joined"]} answers joined; scale {r["scale"][0]:g}-{r["scale"][1]:g}; official grade: {e(r["official"])};
+{r["unscored_excluded"]} unscored excluded; {r["verdicts_without_grade"]} verdicts without a grade,
+{r["grades_without_verdict"]} grades without a verdict. Intervals: 95% bootstrap, resampling questions.
 Calibrated figures are out of sample (the mapping never saw the question it scores).</p>
-<table><tr><th>metric</th>{''.join(f'<th>{h}</th>' for h in heads)}</tr>{rows}</table>
-<p>Mapping: {e(r['mapping']['kind'])}, id {e(r['mapping']['id'])}, saved to {e(r['mapping']['path'])}.</p>
+<table><tr><th>metric</th>{"".join(f"<th>{h}</th>" for h in heads)}</tr>{rows}</table>
+<p>Mapping: {e(r["mapping"]["kind"])}, id {e(r["mapping"]["id"])}, saved to {e(r["mapping"]["path"])}.</p>
 <h2>Plots</h2>{imgs}
-<h2>Bias checks</h2><pre>{e(json.dumps(r['bias'], indent=2))}</pre>
+<h2>Bias checks</h2><pre>{e(json.dumps(r["bias"], indent=2))}</pre>
 <h2>Questions with the most disagreement</h2><table><tr><th>question</th><th>human</th><th>evaluator</th>
 <th>answer</th></tr>{worst}</table>
 <h2>Per question</h2><table><tr><th>question</th><th>n</th><th>pearson</th><th>MAE</th><th>bias</th></tr>{perq}</table>

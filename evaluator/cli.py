@@ -17,20 +17,32 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
 
 def _add_judge_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("judge (flags override EVALUATOR_* / OPENAI_* variables)")
-    g.add_argument("--judge", help="local (default without an endpoint), local:/path/model.gguf, openai, openai:MODEL, "
-                   "fake:overlap (tests)")
-    g.add_argument("--mode", choices=["probability", "structured"], help="judging mode (default: probability for "
-                   "the embedded model, structured for endpoints)")
+    g.add_argument(
+        "--judge",
+        help="local (default without an endpoint), local:/path/model.gguf, openai, openai:MODEL, fake:overlap (tests)",
+    )
+    g.add_argument(
+        "--mode",
+        choices=["probability", "structured"],
+        help="judging mode (default: probability for the embedded model, structured for endpoints)",
+    )
     g.add_argument("--base-url", help="OpenAI-compatible endpoint (env EVALUATOR_BASE_URL or OPENAI_BASE_URL)")
     g.add_argument("--model", help="model name at the endpoint (env EVALUATOR_MODEL)")
     g.add_argument("--temperature", type=float, help="default 0")
     g.add_argument("--seed", type=int, help="default 0, where the backend allows")
     g.add_argument("--timeout", type=float, help="seconds per request (default 120)")
     g.add_argument("--max-tokens", type=int, help="for structured replies (default 1024)")
-    g.add_argument("--dialect", choices=["auto", "json_schema", "llama_cpp", "json_object"],
-                   help="structured-output form the endpoint understands (default: detect)")
-    g.add_argument("--explain", action=argparse.BooleanOptionalAction, default=None,
-                   help="generate evidence quotes and a rationale after scoring (never changes the score)")
+    g.add_argument(
+        "--dialect",
+        choices=["auto", "json_schema", "llama_cpp", "json_object"],
+        help="structured-output form the endpoint understands (default: detect)",
+    )
+    g.add_argument(
+        "--explain",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="generate evidence quotes and a rationale after scoring (never changes the score)",
+    )
     g.add_argument("--embedder", default="minilm", help="minilm (default) or fake:hash (tests)")
     g.add_argument("--no-cache", action="store_true", help="neither read nor write the verdict cache")
     g.add_argument("--refresh", action="store_true", help="ignore cached verdicts and overwrite them")
@@ -38,8 +50,17 @@ def _add_judge_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _judge_kw(a: argparse.Namespace) -> dict:
-    return dict(judge=a.judge, mode=a.mode, base_url=a.base_url, model=a.model, temperature=a.temperature,
-                seed=a.seed, timeout=a.timeout, max_tokens=a.max_tokens, dialect=a.dialect)
+    return dict(
+        judge=a.judge,
+        mode=a.mode,
+        base_url=a.base_url,
+        model=a.model,
+        temperature=a.temperature,
+        seed=a.seed,
+        timeout=a.timeout,
+        max_tokens=a.max_tokens,
+        dialect=a.dialect,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,8 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"evaluator {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    q = sub.add_parser("questions", help="list, show, validate and import question banks",
-                       description="Work with the question banks (eval sets).")
+    q = sub.add_parser(
+        "questions",
+        help="list, show, validate and import question banks",
+        description="Work with the question banks (eval sets).",
+    )
     qs = q.add_subparsers(dest="qcommand", metavar="ACTION")
     ql = qs.add_parser("list", help="list the questions of the eval sets", description="List bank questions.")
     ql.add_argument("--eval-set", help="only this eval set (name or path)")
@@ -63,14 +87,20 @@ def build_parser() -> argparse.ArgumentParser:
     qsh.add_argument("--eval-set")
     qsh.add_argument("--json", action="store_true", help="print the question as JSON")
     _add_data_dir(qsh)
-    qv = qs.add_parser("validate", help="validate rubrics and eval sets",
-                       description="Validate the rubrics and eval sets (or the files given).")
+    qv = qs.add_parser(
+        "validate",
+        help="validate rubrics and eval sets",
+        description="Validate the rubrics and eval sets (or the files given).",
+    )
     qv.add_argument("files", nargs="*", help="eval set files (default: every eval set in the data folder)")
     _add_data_dir(qv)
-    qi = qs.add_parser("import", help="turn a CSV of questions into an eval set",
-                       description="Turn a CSV with question id, question and reference answer (optional level, "
-                       "topic, key_points separated by ';') into a valid eval set file. Rows repeating a question "
-                       "id (one row per answer, as in graded data) are merged.")
+    qi = qs.add_parser(
+        "import",
+        help="turn a CSV of questions into an eval set",
+        description="Turn a CSV with question id, question and reference answer (optional level, "
+        "topic, key_points separated by ';') into a valid eval set file. Rows repeating a question "
+        "id (one row per answer, as in graded data) are merged.",
+    )
     qi.add_argument("csv", help="the CSV file")
     qi.add_argument("--out", required=True, help="the eval set file to write (.yaml)")
     qi.add_argument("--id", dest="set_id", help="eval set id (default: the output file's name)")
@@ -81,8 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     qi.add_argument("--question-column")
     qi.add_argument("--reference-column")
     _add_data_dir(qi)
-    qsc = qs.add_parser("schema", help="write the JSON Schemas of the rubric and eval-set files",
-                        description="Write rubric.schema.json and eval_set.schema.json for editors.")
+    qsc = qs.add_parser(
+        "schema",
+        help="write the JSON Schemas of the rubric and eval-set files",
+        description="Write rubric.schema.json and eval_set.schema.json for editors.",
+    )
     qsc.add_argument("--out", help="folder (default: next to the files, in rubrics/ and eval_sets/)")
     _add_data_dir(qsc)
 
@@ -122,9 +155,16 @@ def cmd_questions(a: argparse.Namespace) -> int:
         from .bank_import import import_questions, write_eval_set
 
         out = Path(a.out)
-        es = import_questions(Path(a.csv), set_id=a.set_id or out.stem, rubric=a.rubric, default_level=a.level,
-                              default_topic=a.topic, id_column=a.question_id_column,
-                              question_column=a.question_column, reference_column=a.reference_column)
+        es = import_questions(
+            Path(a.csv),
+            set_id=a.set_id or out.stem,
+            rubric=a.rubric,
+            default_level=a.level,
+            default_topic=a.topic,
+            id_column=a.question_id_column,
+            question_column=a.question_column,
+            reference_column=a.reference_column,
+        )
         res = Resources.locate(a.data_dir)
         res.rubric(es.rubric)
         write_eval_set(es, out)
@@ -156,8 +196,9 @@ def cmd_questions(a: argparse.Namespace) -> int:
         if a.json:
             print(json.dumps(q.model_dump(mode="json"), indent=2, ensure_ascii=False))
             return 0
-        console.print(f"[bold]{q.id}[/bold]  ({les.eval_set.id}, {q.level.value}, {q.topic}, rubric "
-                      f"{les.rubric_id_for(q)})")
+        console.print(
+            f"[bold]{q.id}[/bold]  ({les.eval_set.id}, {q.level.value}, {q.topic}, rubric {les.rubric_id_for(q)})"
+        )
         console.print(f"\n[bold]Question[/bold]\n{q.question}")
         for i, r in enumerate(q.references, 1):
             console.print(f"\n[bold]Reference {i}[/bold]\n{r}")
@@ -170,8 +211,9 @@ def cmd_questions(a: argparse.Namespace) -> int:
             for f in q.red_flags:
                 console.print(f"  - [red]{f.id}[/red] ({f.effect.value} {f.value:g}): {f.description}")
         for e in q.exemplars:
-            console.print(f"\n[bold]Exemplar ({e.band.value}, {e.score_range[0]:g}-{e.score_range[1]:g})[/bold]\n"
-                          f"{e.answer}")
+            console.print(
+                f"\n[bold]Exemplar ({e.band.value}, {e.score_range[0]:g}-{e.score_range[1]:g})[/bold]\n{e.answer}"
+            )
         return 0
     # list
     names = [a.eval_set] if a.eval_set else [p.stem for p in res.eval_set_paths()]
@@ -214,9 +256,16 @@ def cmd_score(a: argparse.Namespace) -> int:
     answer = _read_answer(a)
     if not answer.strip():
         raise InputError("the answer is empty: give the candidate's text with --answer, --answer-file or stdin")
-    ev = build_evaluator(data_dir=a.data_dir, use_cache=not a.no_cache, refresh=a.refresh,
-                         calibration=a.calibration, explain=a.explain, embedder=a.embedder,
-                         max_chars=a.max_chars, **_judge_kw(a))
+    ev = build_evaluator(
+        data_dir=a.data_dir,
+        use_cache=not a.no_cache,
+        refresh=a.refresh,
+        calibration=a.calibration,
+        explain=a.explain,
+        embedder=a.embedder,
+        max_chars=a.max_chars,
+        **_judge_kw(a),
+    )
     les, q = ev.resources.find_question(a.question, a.eval_set)
     if a.dry_run:
         print(ev.render_prompt(les, q, answer))

@@ -10,6 +10,8 @@ from typing import Protocol
 
 import numpy as np
 
+from .cache import VectorCache
+from .config import cache_dir
 from .errors import ModelInstallError
 
 
@@ -60,8 +62,9 @@ class MiniLMEmbedder:
         token vectors, so pooling the tokens of each sentence's character span (in the context of the whole
         answer) costs nothing extra. Encoding each sentence again would triple the text encoded."""
         model = self._load()
-        tokens = model.encode(texts, batch_size=self.batch_size, output_value="token_embeddings",
-                              show_progress_bar=False)
+        tokens = model.encode(
+            texts, batch_size=self.batch_size, output_value="token_embeddings", show_progress_bar=False
+        )
         enc = model.tokenizer(texts, return_offsets_mapping=True, truncation=True, max_length=model.max_seq_length)
         out = []
         for text, tok, offsets in zip(texts, tokens, enc["offset_mapping"], strict=True):
@@ -115,10 +118,12 @@ def encode_answers_separately(embedder: Embedder, texts: list[str]) -> list[tupl
 
 
 class CachedEmbedder:
-    """Keeps embeddings of texts seen before (reference answers, key points, answers) in memory."""
+    """Keeps embeddings of texts seen before (reference answers, key points, answers) in memory; with
+    `persist`, reference texts (`encode`) also go to a vector cache on disk. Answers stay in memory only."""
 
-    def __init__(self, inner: Embedder, max_items: int = 20000):
+    def __init__(self, inner: Embedder, max_items: int = 20000, persist: bool = False):
         self.inner = inner
+        self.persist = persist
         self.name = inner.name
         self._cache: dict[str, np.ndarray] = {}
         self._answers: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -139,12 +144,32 @@ class CachedEmbedder:
     def encode(self, texts: list[str]) -> np.ndarray:
         missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if missing:
-            vecs = self.inner.encode(missing)
+            found = self._from_disk(missing)
+            todo = [t for t in missing if t not in found]
+            if todo:
+                vecs = self.inner.encode(todo)
+                found.update(zip(todo, vecs, strict=True))
+                self._to_disk(dict(zip(todo, vecs, strict=True)))
             with self._lock:
                 if len(self._cache) + len(missing) > self._max:
                     self._cache.clear()
-                self._cache.update(zip(missing, vecs, strict=True))
+                self._cache.update(found)
         return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, 1), dtype=np.float32)
+
+    def _disk(self) -> VectorCache | None:
+        # Resolved at each use, not at construction: the cache folder may change (tests, EVALUATOR_CACHE_DIR).
+        return VectorCache(cache_dir() / "vectors.sqlite3") if self.persist else None
+
+    def _from_disk(self, texts: list[str]) -> dict[str, np.ndarray]:
+        disk = self._disk()
+        if disk is None:
+            return {}
+        return {t: np.frombuffer(b, dtype=np.float32) for t, b in disk.get_many(self.name, texts).items()}
+
+    def _to_disk(self, vecs: dict[str, np.ndarray]) -> None:
+        disk = self._disk()
+        if disk is not None and vecs:
+            disk.put_many(self.name, {t: np.asarray(v, dtype=np.float32).tobytes() for t, v in vecs.items()})
 
 
 _EMBEDDERS: dict[str, Embedder] = {}
@@ -153,7 +178,7 @@ _EMBEDDERS: dict[str, Embedder] = {}
 def get_embedder(name: str = "minilm") -> Embedder:
     if name not in _EMBEDDERS:
         if name == "minilm":
-            _EMBEDDERS[name] = CachedEmbedder(MiniLMEmbedder())
+            _EMBEDDERS[name] = CachedEmbedder(MiniLMEmbedder(), persist=True)
         elif name == "fake:hash":
             _EMBEDDERS[name] = CachedEmbedder(HashEmbedder())
         else:

@@ -70,8 +70,12 @@ class Faults:
         return cls(**kw)
 
     def kinds(self) -> list[tuple[str, float]]:
-        out = [("http500", self.http500), ("timeout", self.timeout), ("malformed", self.malformed),
-               ("http429", self.http429)]
+        out = [
+            ("http500", self.http500),
+            ("timeout", self.timeout),
+            ("malformed", self.malformed),
+            ("http429", self.http429),
+        ]
         if sum(p for _, p in out) > 1.0 + 1e-9:
             raise ValueError("fault fractions sum to more than 1")
         return out
@@ -93,8 +97,10 @@ def _digit_logprobs(chosen: str, digits: list[str], p: float = 0.7) -> list[dict
     weights = {d: 1.0 / (1 + abs(int(d) - c)) for d in digits if d != chosen}
     total = sum(weights.values()) or 1.0
     probs = {chosen: p} | {d: (1 - p) * w / total for d, w in weights.items()}
-    return [{"token": d, "logprob": math.log(p), "bytes": list(d.encode())}
-            for d, p in sorted(probs.items(), key=lambda kv: -kv[1])]
+    return [
+        {"token": d, "logprob": math.log(p), "bytes": list(d.encode())}
+        for d, p in sorted(probs.items(), key=lambda kv: -kv[1])
+    ]
 
 
 class FakeOpenAIServer(ThreadingHTTPServer):
@@ -102,8 +108,14 @@ class FakeOpenAIServer(ThreadingHTTPServer):
     block_on_close = False  # a handler sleeping on a timeout fault must not hold up shutdown
     allow_reuse_address = True
 
-    def __init__(self, latency: float = 0.0, faults: Faults | dict | None = None, seed: int = 0,
-                 model: str = "fake-model", logprobs: bool = True):
+    def __init__(
+        self,
+        latency: float = 0.0,
+        faults: Faults | dict | None = None,
+        seed: int = 0,
+        model: str = "fake-model",
+        logprobs: bool = True,
+    ):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.latency = latency
         self.faults = Faults.of(faults)
@@ -173,8 +185,14 @@ class FakeOpenAIServer(ThreadingHTTPServer):
         messages = req.get("messages") or []
         model = req.get("model") or self.model
         text = "\n".join(str(m.get("content") or "") for m in messages)
-        first_user = next((str(m.get("content") or "") for m in messages
-                           if m.get("role") == "user" and "<answer>" in str(m.get("content") or "")), text)
+        first_user = next(
+            (
+                str(m.get("content") or "")
+                for m in messages
+                if m.get("role") == "user" and "<answer>" in str(m.get("content") or "")
+            ),
+            text,
+        )
         m = _ANSWER.search(first_user)
         answer = m.group(1) if m else first_user
         want_lp = bool(req.get("logprobs")) and self.logprobs
@@ -197,8 +215,20 @@ class FakeOpenAIServer(ThreadingHTTPServer):
             else:
                 content = d
                 top = _digit_logprobs(d, digits, p)
-            logprobs = {"content": [{"token": content, "logprob": top[0]["logprob"], "bytes": list(content.encode()),
-                                     "top_logprobs": top}]} if req.get("logprobs") and self.logprobs else None
+            logprobs = (
+                {
+                    "content": [
+                        {
+                            "token": content,
+                            "logprob": top[0]["logprob"],
+                            "bytes": list(content.encode()),
+                            "top_logprobs": top,
+                        }
+                    ]
+                }
+                if req.get("logprobs") and self.logprobs
+                else None
+            )
         else:
             content = "fake reply" if not malformed else "{"
             logprobs = None
@@ -208,10 +238,19 @@ class FakeOpenAIServer(ThreadingHTTPServer):
             "created": int(time.time()),
             "model": model,
             "system_fingerprint": "fake",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                         "logprobs": logprobs, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": max(1, len(text) // 4), "completion_tokens": max(1, len(content) // 4),
-                      "total_tokens": max(1, len(text) // 4) + max(1, len(content) // 4)},
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "logprobs": logprobs,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": max(1, len(text) // 4),
+                "completion_tokens": max(1, len(content) // 4),
+                "total_tokens": max(1, len(text) // 4) + max(1, len(content) // 4),
+            },
         }
 
     def _structured(self, prompt: str, answer: str, want_lp: bool) -> tuple[str, dict | None]:
@@ -229,11 +268,18 @@ class FakeOpenAIServer(ThreadingHTTPServer):
         pieces: list[tuple[str, bool]] = [('{"criteria": [', False)]
         for i, cid in enumerate(ids):
             lvl = str(_level(answer, cid))
-            entry = (f'{{"criterion": {json.dumps(cid)}, "evidence": {json.dumps(quote if lvl >= "2" else "")}, '
-                     f'"reason": "fake judge: level from a hash of the answer", "level": "')
+            entry = (
+                f'{{"criterion": {json.dumps(cid)}, "evidence": {json.dumps(quote if lvl >= "2" else "")}, '
+                f'"reason": "fake judge: level from a hash of the answer", "level": "'
+            )
             pieces += [((", " if i else "") + entry, False), (lvl, True), ('"}', False)]
-        pieces.append((f'], "red_flags": {json.dumps(hits)}, "rationale": "Deterministic fake verdict.", '
-                       '"off_task_or_injection": false}', False))
+        pieces.append(
+            (
+                f'], "red_flags": {json.dumps(hits)}, "rationale": "Deterministic fake verdict.", '
+                '"off_task_or_injection": false}',
+                False,
+            )
+        )
         content = "".join(p for p, _ in pieces)
         json.loads(content)
         if not want_lp:
@@ -296,8 +342,11 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "http500":
             self._send(500, {"error": {"message": "fake internal error", "type": "server_error"}})
         elif fault == "http429":
-            self._send(429, {"error": {"message": "fake rate limit", "type": "rate_limit_error"}},
-                       {"Retry-After": srv.faults.retry_after})
+            self._send(
+                429,
+                {"error": {"message": "fake rate limit", "type": "rate_limit_error"}},
+                {"Retry-After": srv.faults.retry_after},
+            )
         else:
             self._send(200, srv.reply(req, n, fault == "malformed"))
 
@@ -309,8 +358,13 @@ class BaseURL(str):
 
 
 @contextmanager
-def serve(latency: float = 0.0, faults: Faults | dict | None = None, seed: int = 0, model: str = "fake-model",
-          logprobs: bool = True) -> Iterator[BaseURL]:
+def serve(
+    latency: float = 0.0,
+    faults: Faults | dict | None = None,
+    seed: int = 0,
+    model: str = "fake-model",
+    logprobs: bool = True,
+) -> Iterator[BaseURL]:
     """Runs a fake server on 127.0.0.1 (ephemeral port) for the duration of the block; yields its base URL."""
     srv = FakeOpenAIServer(latency=latency, faults=faults, seed=seed, model=model, logprobs=logprobs).start()
     url = BaseURL(srv.base_url)
@@ -324,8 +378,10 @@ def serve(latency: float = 0.0, faults: Faults | dict | None = None, seed: int =
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m evaluator.fake_server",
-                                description="Run the fake OpenAI-compatible judge server until interrupted.")
+    p = argparse.ArgumentParser(
+        prog="python -m evaluator.fake_server",
+        description="Run the fake OpenAI-compatible judge server until interrupted.",
+    )
     p.add_argument("--latency", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     for name in ("http500", "timeout", "malformed", "http429"):

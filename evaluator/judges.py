@@ -313,8 +313,6 @@ def _check_output(q: Question, rubric: Rubric):
     return check
 
 
-
-
 # ---------------------------------------------------------------- OpenAI-compatible endpoint
 
 
@@ -431,8 +429,9 @@ class OpenAIBackend:
                 # While detecting, a server that rejects this form (llama.cpp answers HTTP 500) is tried twice,
                 # not retried for long; once a dialect works it is kept for the run.
                 attempts = 2 if self.dialect is None and d != dialects[-1] else None
-                resp, secs = self._create(attempts, messages=chat, response_format=self._response_format(d, schema),
-                                          **kw)
+                resp, secs = self._create(
+                    attempts, messages=chat, response_format=self._response_format(d, schema), **kw
+                )
             except JudgeReplyError as e:
                 # Detection: a server that rejects this response_format form answers 400/422/500.
                 last = e
@@ -442,8 +441,9 @@ class OpenAIBackend:
             self.dialect = d
             choice = resp.choices[0]
             if choice.finish_reason == "length":
-                raise JudgeReplyError(f"the reply was truncated at max_tokens={self.settings.max_tokens}",
-                                      raw=choice.message.content)
+                raise JudgeReplyError(
+                    f"the reply was truncated at max_tokens={self.settings.max_tokens}", raw=choice.message.content
+                )
             lp = getattr(choice, "logprobs", None)
             reads = levels_from_logprobs(lp.content) if lp is not None and lp.content else []
             return choice.message.content or "", _usage(resp, secs), reads

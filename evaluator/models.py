@@ -303,7 +303,9 @@ class Verdict(BaseModel):
     scale_max: float
     holistic_level: float | None = None
     holistic_probabilities: dict[str, float] | None = None
-    views: dict[str, dict] = Field(default_factory=dict, description="Extra holistic views: expected 0-5, probabilities.")
+    views: dict[str, dict] = Field(
+        default_factory=dict, description="Extra holistic views: expected 0-5, probabilities."
+    )
     criteria: list[CriterionResult] = Field(default_factory=list)
     red_flags: list[RedFlagResult] = Field(default_factory=list)
     rationale: str = ""

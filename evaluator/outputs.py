@@ -21,8 +21,9 @@ def _records(store) -> list[dict]:
     return out
 
 
-def write_outputs(store, les: LoadedEvalSet, resources: Resources, out: Path, advance_at: float,
-                  reject_below: float, rejected=None) -> list[Path]:
+def write_outputs(
+    store, les: LoadedEvalSet, resources: Resources, out: Path, advance_at: float, reject_below: float, rejected=None
+) -> list[Path]:
     recs = _records(store)
     crit_ids: list[str] = []
     for q in les.eval_set.questions:
@@ -31,23 +32,49 @@ def write_outputs(store, les: LoadedEvalSet, resources: Resources, out: Path, ad
                 crit_ids.append(c.id)
     extra_cols = sorted({k for r in recs for k in r["extra"]})
 
-    header = ["line", "answer_id", "candidate_id", "question_id", "status", "score", "scale_max", "score_100",
-              "holistic_level", *[f"level_{c}" for c in crit_ids], "red_flags", "review_flags", "similarity",
-              "key_point_coverage", "reason", *extra_cols]
+    header = [
+        "line",
+        "answer_id",
+        "candidate_id",
+        "question_id",
+        "status",
+        "score",
+        "scale_max",
+        "score_100",
+        "holistic_level",
+        *[f"level_{c}" for c in crit_ids],
+        "red_flags",
+        "review_flags",
+        "similarity",
+        "key_point_coverage",
+        "reason",
+        *extra_cols,
+    ]
     rows = []
     for r in recs:
         v = r["v"] or {}
         levels = {c["id"]: c["level"] for c in v.get("criteria", [])}
         sim = v.get("similarity") or {}
-        rows.append([
-            r["line"], r["answer_id"], r["candidate_id"], r["question_id"], r["status"], v.get("score"),
-            v.get("scale_max"), v.get("score_100"), v.get("holistic_level"),
-            *[levels.get(c) for c in crit_ids],
-            ";".join(f["id"] for f in v.get("red_flags", []) if f.get("hit", True)),
-            ";".join(f["code"] for f in v.get("review_flags", [])),
-            sim.get("best_reference"), sim.get("key_point_coverage"), v.get("reason", ""),
-            *[r["extra"].get(k, "") for k in extra_cols],
-        ])
+        rows.append(
+            [
+                r["line"],
+                r["answer_id"],
+                r["candidate_id"],
+                r["question_id"],
+                r["status"],
+                v.get("score"),
+                v.get("scale_max"),
+                v.get("score_100"),
+                v.get("holistic_level"),
+                *[levels.get(c) for c in crit_ids],
+                ";".join(f["id"] for f in v.get("red_flags", []) if f.get("hit", True)),
+                ";".join(f["code"] for f in v.get("review_flags", [])),
+                sim.get("best_reference"),
+                sim.get("key_point_coverage"),
+                v.get("reason", ""),
+                *[r["extra"].get(k, "") for k in extra_cols],
+            ]
+        )
     paths = []
     p = out / "results.csv"
     write_csv(p, header, rows)
@@ -57,8 +84,13 @@ def write_outputs(store, les: LoadedEvalSet, resources: Resources, out: Path, ad
     with open(p, "w", encoding="utf-8") as f:
         for r in recs:
             if r["v"]:
-                f.write(json.dumps({"answer_id": r["answer_id"], "candidate_id": r["candidate_id"],
-                                    "line": r["line"], **r["v"]}, ensure_ascii=False) + "\n")
+                f.write(
+                    json.dumps(
+                        {"answer_id": r["answer_id"], "candidate_id": r["candidate_id"], "line": r["line"], **r["v"]},
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
     paths.append(p)
 
     cards = scorecards(recs, les, advance_at, reject_below)
@@ -95,12 +127,19 @@ def scorecards(recs: list[dict], les: LoadedEvalSet, advance_at: float, reject_b
             rec = "hold"
         if rec != "review" and reviews:
             rec += " (check flagged answers)"
-        cards.append({
-            "candidate_id": cand, "overall_score_100": overall, **per_level, "questions_answered": len(rs),
-            "scored": len(scored), "unscored": sum(bool(r["v"]) and r["v"]["status"] != "scored" for r in rs),
-            "red_flags": sum(sum(f.get("hit", True) for f in r["v"]["red_flags"]) for r in scored), "review_count": reviews,
-            "recommendation": rec,
-        })
+        cards.append(
+            {
+                "candidate_id": cand,
+                "overall_score_100": overall,
+                **per_level,
+                "questions_answered": len(rs),
+                "scored": len(scored),
+                "unscored": sum(bool(r["v"]) and r["v"]["status"] != "scored" for r in rs),
+                "red_flags": sum(sum(f.get("hit", True) for f in r["v"]["red_flags"]) for r in scored),
+                "review_count": reviews,
+                "recommendation": rec,
+            }
+        )
     return cards
 
 
@@ -142,15 +181,19 @@ def report_html(recs: list[dict], les: LoadedEvalSet, cards: list[dict], rejecte
         plt.close(fig)
     card_rows = "".join(
         f"<tr><td>{e(str(c['candidate_id']))}</td><td>{c['overall_score_100']}</td><td>{c['questions_answered']}</td>"
-        f"<td>{c['red_flags']}</td><td>{c['review_count']}</td><td>{e(c['recommendation'])}</td></tr>" for c in cards
+        f"<td>{c['red_flags']}</td><td>{c['review_count']}</td><td>{e(c['recommendation'])}</td></tr>"
+        for c in cards
     )
     flag_rows = "".join(
         f"<tr><td>{e(str(r['candidate_id']))}</td><td>{e(r['question_id'])}</td><td>{r['v'].get('score_100')}</td>"
         f"<td>{e('; '.join(f['code'] + ': ' + f['reason'] for f in r['v']['review_flags']))}</td>"
-        f"<td>{e(r['answer'][:300])}</td></tr>" for r in flagged
+        f"<td>{e(r['answer'][:300])}</td></tr>"
+        for r in flagged
     )
-    rej_rows = "".join(f"<tr><td>{x.line}</td><td>{e(x.candidate_id)}</td><td>{e(x.question_id)}</td>"
-                       f"<td>{e(x.reason)}</td></tr>" for x in rejected)
+    rej_rows = "".join(
+        f"<tr><td>{x.line}</td><td>{e(x.candidate_id)}</td><td>{e(x.question_id)}</td><td>{e(x.reason)}</td></tr>"
+        for x in rejected
+    )
     img_tags = "".join(f'<img src="{src}" alt="plot">' for src in imgs)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Grading report</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse;

@@ -14,8 +14,10 @@ def print_verdict(v: Verdict, q: Question, console: Console | None = None) -> No
         c.print(f"[bold red]UNSCORED[/bold red] {v.question_id}: {v.reason}")
     else:
         cal = f"  (calibrated with {v.provenance.calibration})" if v.provenance.calibration else ""
-        c.print(f"[bold]{v.question_id}[/bold]: [bold green]{v.score:g}[/bold green] / {v.scale_max:g}"
-                f"  ({v.score_100:.0f}/100){cal}")
+        c.print(
+            f"[bold]{v.question_id}[/bold]: [bold green]{v.score:g}[/bold green] / {v.scale_max:g}"
+            f"  ({v.score_100:.0f}/100){cal}"
+        )
     if v.criteria:
         t = Table("criterion", "weight", "level 0-4", "probabilities", "evidence", "reason")
         for cr in v.criteria:
@@ -39,6 +41,8 @@ def print_verdict(v: Verdict, q: Question, console: Console | None = None) -> No
     for f in v.review_flags:
         c.print(f"[yellow]review[/yellow] {f.code}: {f.reason}")
     u = v.usage
-    c.print(f"[dim]{u.calls} judge calls, {u.prompt_tokens} prompt + {u.completion_tokens} generated tokens, "
-            f"{u.seconds:.1f} s; judge {v.provenance.judge_backend}:{v.provenance.judge_model} "
-            f"({v.provenance.judge_mode}); rubric {v.provenance.rubric_id} v{v.provenance.rubric_version}[/dim]")
+    c.print(
+        f"[dim]{u.calls} judge calls, {u.prompt_tokens} prompt + {u.completion_tokens} generated tokens, "
+        f"{u.seconds:.1f} s; judge {v.provenance.judge_backend}:{v.provenance.judge_model} "
+        f"({v.provenance.judge_mode}); rubric {v.provenance.rubric_id} v{v.provenance.rubric_version}[/dim]"
+    )

@@ -128,9 +128,7 @@ def parse_model(path: Path, model: type[pydantic.BaseModel]) -> tuple[Any, str]:
     try:
         return model.model_validate(data), text
     except pydantic.ValidationError as e:
-        raise ValidationError(
-            f"{path}: {len(e.errors())} problem(s)", _located_problems(path, text, data, e)
-        ) from e
+        raise ValidationError(f"{path}: {len(e.errors())} problem(s)", _located_problems(path, text, data, e)) from e
 
 
 # ---------------------------------------------------------------- the loaded data

@@ -29,8 +29,10 @@ def request_line(ev: Evaluator, les: LoadedEvalSet, key: str, qid: str, answer: 
         # Level probabilities where the batch endpoint gives them, as in live structured grading.
         "logprobs": True,
         "top_logprobs": 5,
-        "response_format": {"type": "json_schema",
-                            "json_schema": {"name": "verdict", "schema": JudgeOutput.model_json_schema()}},
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "verdict", "schema": JudgeOutput.model_json_schema()},
+        },
     }
     if s.seed is not None:
         body["seed"] = s.seed
@@ -42,8 +44,10 @@ def export_batch(ev: Evaluator, les: LoadedEvalSet, rows, path: Path) -> int:
         for r in rows:
             f.write(json.dumps(request_line(ev, les, r.key, r.question_id, r.answer), ensure_ascii=False) + "\n")
     (path.parent / (path.name + ".meta.json")).write_text(
-        json.dumps({"eval_set": str(les.path), "judge": ev.judge.settings.public_params(),
-                    "embedder": ev.embedder_name}, indent=2)
+        json.dumps(
+            {"eval_set": str(les.path), "judge": ev.judge.settings.public_params(), "embedder": ev.embedder_name},
+            indent=2,
+        )
     )
     return len(rows)
 
@@ -75,8 +79,11 @@ def _reads(choice: dict) -> list:
     content = ((choice.get("logprobs") or {}).get("content")) or []
 
     def ns(d: dict) -> SimpleNamespace:
-        return SimpleNamespace(token=d.get("token", ""), logprob=d.get("logprob", -1e9),
-                               top_logprobs=[ns(t) for t in d.get("top_logprobs") or []])
+        return SimpleNamespace(
+            token=d.get("token", ""),
+            logprob=d.get("logprob", -1e9),
+            top_logprobs=[ns(t) for t in d.get("top_logprobs") or []],
+        )
 
     return levels_from_logprobs([ns(t) for t in content])
 
@@ -119,11 +126,20 @@ def import_batch(a: argparse.Namespace) -> int:
     path = Path(a.responses)
     meta_candidates = list(out.glob("*.meta.json")) + list(path.parent.glob("*.meta.json"))
     meta = json.loads(meta_candidates[0].read_text()) if meta_candidates else {}
-    settings = resolve_judge_settings("openai", model=(meta.get("judge") or {}).get("model") or "batch",
-                                      api_key="unused", base_url="http://127.0.0.1:9")
+    settings = resolve_judge_settings(
+        "openai",
+        model=(meta.get("judge") or {}).get("model") or "batch",
+        api_key="unused",
+        base_url="http://127.0.0.1:9",
+    )
     # Similarity figures come from the embedder the batch was exported with (not always the default).
-    ev = build_evaluator(data_dir=a.data_dir, settings=settings, use_cache=False, explain=False,
-                         embedder=meta.get("embedder") or "minilm")
+    ev = build_evaluator(
+        data_dir=a.data_dir,
+        settings=settings,
+        use_cache=False,
+        explain=False,
+        embedder=meta.get("embedder") or "minilm",
+    )
     res: Resources = ev.resources
     les = res.load_eval_set(meta.get("eval_set") or "ml-screening")
     seen = 0
@@ -146,8 +162,10 @@ def import_batch(a: argparse.Namespace) -> int:
             seen += 1
     paths = write_outputs(store, les, res, out, a.advance_at, a.reject_below)
     s = summarise(store)
-    print(f"imported {seen} responses: {s['scored']} scored, {s['unscored']} unscored, {s['pending']} still pending"
-          + (f"; {len(unknown)} responses matched no exported row (e.g. {unknown[0]})" if unknown else ""))
+    print(
+        f"imported {seen} responses: {s['scored']} scored, {s['unscored']} unscored, {s['pending']} still pending"
+        + (f"; {len(unknown)} responses matched no exported row (e.g. {unknown[0]})" if unknown else "")
+    )
     for p in paths:
         print(f"wrote {p}")
     return 0

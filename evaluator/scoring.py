@@ -221,8 +221,10 @@ class Evaluator:
         text, _ = self.prepare_answer(answer)
         if self.judge.mode == "probability":
             r = lr.rubric
-            msgs = self.prompts.holistic_read(q, r, text) if r.holistic else self.prompts.criterion_read(
-                q, r, text, r.criteria[0]
+            msgs = (
+                self.prompts.holistic_read(q, r, text)
+                if r.holistic
+                else self.prompts.criterion_read(q, r, text, r.criteria[0])
             )
             return msgs.text()
         return self.prompts.structured(q, lr.rubric, text).text()
@@ -248,8 +250,15 @@ class Evaluator:
         base = dict(question_id=q.id, scale_min=rubric.scale.min, scale_max=rubric.scale.max, provenance=prov)
         if not text:
             flags.append(ReviewFlag(code="empty_answer", reason="the answer is empty"))
-            return Verdict(status="scored", score=rubric.scale.min, score_100=0.0, raw_score=rubric.scale.min,
-                           review_flags=flags, rationale="Empty answer: nothing to grade.", **base)
+            return Verdict(
+                status="scored",
+                score=rubric.scale.min,
+                score_100=0.0,
+                raw_score=rubric.scale.min,
+                review_flags=flags,
+                rationale="Empty answer: nothing to grade.",
+                **base,
+            )
         if len(text.split()) < MIN_WORDS:
             flags.append(ReviewFlag(code="too_short", reason=f"fewer than {MIN_WORDS} words"))
 
@@ -267,9 +276,19 @@ class Evaluator:
         usage = result.usage.model_copy()
         if result.status != "scored":
             flags.append(ReviewFlag(code="unscored", reason=result.reason))
-            return Verdict(status="unscored", reason=result.reason, score=None, score_100=None, review_flags=flags,
-                           similarity=sim, usage=usage, answer_chars=len(text), raw_reply=result.raw_reply,
-                           retryable=result.retryable, **base)
+            return Verdict(
+                status="unscored",
+                reason=result.reason,
+                score=None,
+                score_100=None,
+                review_flags=flags,
+                similarity=sim,
+                usage=usage,
+                answer_chars=len(text),
+                raw_reply=result.raw_reply,
+                retryable=result.retryable,
+                **base,
+            )
         if result.off_task:
             flags.append(ReviewFlag(code="off_task", reason="the judge found the answer off-task or addressed to it"))
 
@@ -291,10 +310,15 @@ class Evaluator:
             supported = evidence_supported(co.evidence, text) if co else None
             criteria.append(
                 CriterionResult(
-                    id=c.id, weight=c.weight, level=round(co.level, 4) if co and co.level is not None else None,
-                    argmax_level=co.argmax if co else None, probabilities=co.probabilities if co else None,
+                    id=c.id,
+                    weight=c.weight,
+                    level=round(co.level, 4) if co and co.level is not None else None,
+                    argmax_level=co.argmax if co else None,
+                    probabilities=co.probabilities if co else None,
                     probability_source=co.source if co else "",
-                    evidence=co.evidence if co else "", evidence_supported=supported, reason=co.reason if co else "",
+                    evidence=co.evidence if co else "",
+                    evidence_supported=supported,
+                    reason=co.reason if co else "",
                 )
             )
         flag_defs = {f.id: f for f in q.red_flags}
@@ -306,25 +330,43 @@ class Evaluator:
             if fo.hit:
                 hits.append(f)
             if fo.hit or (fo.probability or 0) >= 0.25:
-                red.append(RedFlagResult(id=fid, hit=fo.hit, effect=f.effect, value=f.value, probability=fo.probability,
-                                         evidence=fo.evidence, evidence_supported=supported))
+                red.append(
+                    RedFlagResult(
+                        id=fid,
+                        hit=fo.hit,
+                        effect=f.effect,
+                        value=f.value,
+                        probability=fo.probability,
+                        evidence=fo.evidence,
+                        evidence_supported=supported,
+                    )
+                )
         red_hits = [r for r in red if r.hit]
 
         unsupported = [c.id for c in criteria if c.evidence_supported is False] + [
             r.id for r in red_hits if r.evidence_supported is False
         ]
         if unsupported:
-            flags.append(ReviewFlag(code="unsupported_evidence",
-                                    reason=f"quotes not found in the answer for: {', '.join(unsupported)}"))
+            flags.append(
+                ReviewFlag(
+                    code="unsupported_evidence", reason=f"quotes not found in the answer for: {', '.join(unsupported)}"
+                )
+            )
         if any(h.effect == Effect.fail for h in hits):
-            flags.append(ReviewFlag(code="red_flag_fail",
-                                    reason=f"red flag with effect 'fail': {', '.join(h.id for h in hits if h.effect == Effect.fail)}"))
+            flags.append(
+                ReviewFlag(
+                    code="red_flag_fail",
+                    reason=f"red flag with effect 'fail': {', '.join(h.id for h in hits if h.effect == Effect.fail)}",
+                )
+            )
 
         levels = {c.id: c.level for c in criteria if c.level is not None}
         holistic = result.holistic.expected if result.holistic else None
         if result.views:
             # Each view reads 0-5; on the 0-4 holistic level they are averaged with the main reading.
-            readings = ([holistic] if holistic is not None else []) + [4 * r.expected / 5 for r in result.views.values()]
+            readings = ([holistic] if holistic is not None else []) + [
+                4 * r.expected / 5 for r in result.views.values()
+            ]
             holistic = sum(readings) / len(readings)
         crit_levels = levels if len(levels) == len(rubric.criteria) else None
         fraction = combine(rubric, crit_levels, holistic, sim.best_reference, hits)
@@ -337,19 +379,38 @@ class Evaluator:
             score_100 = round(100 * (score - lo) / (hi - lo), 2)
 
         if sim.best_reference >= DISAGREE_HIGH_SIM and fraction <= DISAGREE_LOW_SCORE:
-            flags.append(ReviewFlag(code="judge_similarity_disagree",
-                                    reason=f"close to the reference (cosine {sim.best_reference:.2f}) but judged low"))
+            flags.append(
+                ReviewFlag(
+                    code="judge_similarity_disagree",
+                    reason=f"close to the reference (cosine {sim.best_reference:.2f}) but judged low",
+                )
+            )
         elif sim.best_reference <= DISAGREE_LOW_SIM and fraction >= DISAGREE_HIGH_SCORE:
-            flags.append(ReviewFlag(code="judge_similarity_disagree",
-                                    reason=f"far from the reference (cosine {sim.best_reference:.2f}) but judged high"))
+            flags.append(
+                ReviewFlag(
+                    code="judge_similarity_disagree",
+                    reason=f"far from the reference (cosine {sim.best_reference:.2f}) but judged high",
+                )
+            )
 
         return Verdict(
-            status="scored", score=score, score_100=score_100, raw_score=raw,
+            status="scored",
+            score=score,
+            score_100=score_100,
+            raw_score=raw,
             holistic_level=round(holistic, 4) if holistic is not None else None,
             holistic_probabilities=result.holistic.probabilities if result.holistic else None,
-            views={k: {"expected": round(r.expected, 4), "probabilities": r.probabilities} for k, r in result.views.items()},
-            criteria=criteria, red_flags=red, rationale=result.rationale, review_flags=flags, similarity=sim,
-            usage=usage, answer_chars=len(text), **base,
+            views={
+                k: {"expected": round(r.expected, 4), "probabilities": r.probabilities} for k, r in result.views.items()
+            },
+            criteria=criteria,
+            red_flags=red,
+            rationale=result.rationale,
+            review_flags=flags,
+            similarity=sim,
+            usage=usage,
+            answer_chars=len(text),
+            **base,
         )
 
     def _judge(self, q: Question, rubric: Rubric, text: str) -> JudgeResult:
@@ -393,8 +454,6 @@ def _lower_of(a: JudgeResult, b: JudgeResult | None) -> JudgeResult:
     return out
 
 
-
-
 # ---------------------------------------------------------------- public API
 
 
@@ -421,13 +480,20 @@ def build_evaluator(
         mapping = load_mapping(Path(calibration))
     cache = VerdictCache(Path(cache_path) if cache_path else cache_dir() / "verdicts.sqlite3") if use_cache else None
     return Evaluator(
-        resources=resources, judge=make_judge(settings), embedder_name=embedder, cache=cache, refresh=refresh,
-        max_chars=max_chars, calibration=mapping, explain=explain,
+        resources=resources,
+        judge=make_judge(settings),
+        embedder_name=embedder,
+        cache=cache,
+        refresh=refresh,
+        max_chars=max_chars,
+        calibration=mapping,
+        explain=explain,
     )
 
 
-def score_answer(question_id: str, answer: str, *, eval_set: str | None = None, evaluator: Evaluator | None = None,
-                 **kw) -> Verdict:
+def score_answer(
+    question_id: str, answer: str, *, eval_set: str | None = None, evaluator: Evaluator | None = None, **kw
+) -> Verdict:
     """Scores one answer to a bank question. `kw` go to build_evaluator (judge=..., use_cache=...)."""
     ev = evaluator or build_evaluator(**kw)
     if not answer or not answer.strip():

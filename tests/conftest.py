@@ -41,5 +41,12 @@ def run_cli(*args: str, input: str | None = None, env: dict | None = None):
 
     e = {k: v for k, v in os.environ.items()}
     e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "evaluator", *args], capture_output=True, text=True, input=input,
-                          cwd=ROOT, env=e, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "evaluator", *args],
+        capture_output=True,
+        text=True,
+        input=input,
+        cwd=ROOT,
+        env=e,
+        timeout=600,
+    )

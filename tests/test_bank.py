@@ -22,7 +22,11 @@ def seed_questions() -> list[str]:
             out += [ln for ln in lines if ln.endswith("?")]
         else:
             # Numbered questions; the numbered list inside one answer (regression assumptions) is not one.
-            out += [ln for ln in lines if re.match(r"^\d+\. ", ln) and ("?" in ln or re.match(r"^\d+\. (Explain|Describe|Differentiate)", ln))]
+            out += [
+                ln
+                for ln in lines
+                if re.match(r"^\d+\. ", ln) and ("?" in ln or re.match(r"^\d+\. (Explain|Describe|Differentiate)", ln))
+            ]
     return out
 
 
@@ -98,9 +102,15 @@ def _broken_copy(tmp_path, mutate, rubric_mutate=None):
     [
         (lambda d: d["questions"][1].update(colour="red"), r"bank.yaml:\d+ \(question .+\): .*unknown key 'colour'"),
         (lambda d: d["questions"][0].update(references=[]), r"bank.yaml:\d+ \(question .+\): questions.0.references"),
-        (lambda d: d["questions"][2].update(id=d["questions"][0]["id"]), r"bank.yaml:\d+ \(question .+\): duplicate id"),
+        (
+            lambda d: d["questions"][2].update(id=d["questions"][0]["id"]),
+            r"bank.yaml:\d+ \(question .+\): duplicate id",
+        ),
         (lambda d: d["questions"][0].update(level="principal"), r"bank.yaml:\d+ \(question .+\): questions.0.level"),
-        (lambda d: d["questions"][1].update(rubric="nope"), r"bank.yaml:\d+ \(question .+\): rubric 'nope' does not exist"),
+        (
+            lambda d: d["questions"][1].update(rubric="nope"),
+            r"bank.yaml:\d+ \(question .+\): rubric 'nope' does not exist",
+        ),
     ],
     ids=["unknown-key", "missing-reference", "duplicate-id", "bad-level", "unknown-rubric"],
 )
@@ -143,10 +153,13 @@ def test_missing_data_dir_names_paths_tried(tmp_path):
 
 def test_import_questions_from_csv(tmp_path):
     src = tmp_path / "q.csv"
-    src.write_text("question_id,question,reference_answer,level,key_points\n"
-                   "q1,What is a hash map?,A structure mapping keys to values via a hash function.,junior,keys;hash\n"
-                   "q1,What is a hash map?,A structure mapping keys to values via a hash function.,junior,keys;hash\n"
-                   "q2,What is recursion?,A function calling itself on a smaller input.,,\n", encoding="utf-8")
+    src.write_text(
+        "question_id,question,reference_answer,level,key_points\n"
+        "q1,What is a hash map?,A structure mapping keys to values via a hash function.,junior,keys;hash\n"
+        "q1,What is a hash map?,A structure mapping keys to values via a hash function.,junior,keys;hash\n"
+        "q2,What is recursion?,A function calling itself on a smaller input.,,\n",
+        encoding="utf-8",
+    )
     out = tmp_path / "mine.yaml"
     r = run_cli("questions", "import", str(src), "--out", str(out))
     assert r.returncode == 0, r.stderr

@@ -16,8 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "answers.csv"
 FAKE = ["--judge", "fake:overlap", "--embedder", "fake:hash"]
 
-GOOD = ("Overfitting is when a model learns noise in the training data, so training error is low but "
-        "validation error is high; regularisation and early stopping help.")
+GOOD = (
+    "Overfitting is when a model learns noise in the training data, so training error is low but "
+    "validation error is high; regularisation and early stopping help."
+)
 GOOD2 = "Precision is TP/(TP+FP), recall is TP/(TP+FN), and F1 is their harmonic mean."
 
 
@@ -72,7 +74,8 @@ def test_examples_write_every_output(tmp_path, capsys):
 
     rejected = read_rows(out / "rejected.csv")
     assert [(r["line"], r["candidate_id"], r["question_id"], r["reason"]) for r in rejected] == [
-        ("12", "chen", "data-leakage", "answer is empty")]
+        ("12", "chen", "data-leakage", "answer is empty")
+    ]
 
     results = read_rows(out / "results.csv")
     assert len(results) == 10
@@ -99,19 +102,22 @@ def test_examples_write_every_output(tmp_path, capsys):
 
 
 def test_each_problem_is_reported_with_its_row_number(tmp_path, capsys):
-    src = write(tmp_path / "answers.csv", [
-        ["candidate_id", "question_id", "answer", "team"],
-        ["ana", "overfitting", GOOD, "a"],                       # line 2: ok
-        ["ana", "overfiting", GOOD, "a"],                        # line 3: unknown id, close match
-        ["ben", "overfitting", "   ", "b"],                      # line 4: empty answer
-        ["ben", "precision-recall-f1", "y" * 400, "b"],          # line 5: over --max-chars
-        ["ana", "overfitting", "another answer to the same question", "a"],  # line 6: duplicate
-        ["cara", "overfitting", GOOD, "c", "surplus"],           # line 7: ragged (5 cells)
-        ["dan", "overfitting", "multi\nline\nanswer that is fine", "d"],     # lines 8-10: ok
-        ["dan", "no-such-question-at-all", GOOD, "d"],           # line 11: unknown, no close match
-        ["", "overfitting", GOOD, "e"],                          # line 12: empty candidate
-        ["eve", "precision-recall-f1", GOOD2, "e"],              # line 13: ok
-    ])
+    src = write(
+        tmp_path / "answers.csv",
+        [
+            ["candidate_id", "question_id", "answer", "team"],
+            ["ana", "overfitting", GOOD, "a"],  # line 2: ok
+            ["ana", "overfiting", GOOD, "a"],  # line 3: unknown id, close match
+            ["ben", "overfitting", "   ", "b"],  # line 4: empty answer
+            ["ben", "precision-recall-f1", "y" * 400, "b"],  # line 5: over --max-chars
+            ["ana", "overfitting", "another answer to the same question", "a"],  # line 6: duplicate
+            ["cara", "overfitting", GOOD, "c", "surplus"],  # line 7: ragged (5 cells)
+            ["dan", "overfitting", "multi\nline\nanswer that is fine", "d"],  # lines 8-10: ok
+            ["dan", "no-such-question-at-all", GOOD, "d"],  # line 11: unknown, no close match
+            ["", "overfitting", GOOD, "e"],  # line 12: empty candidate
+            ["eve", "precision-recall-f1", GOOD2, "e"],  # line 13: ok
+        ],
+    )
     out = tmp_path / "out"
     assert grade(src, out, "--max-chars", "300") == 0
     err = capsys.readouterr().err
@@ -142,9 +148,14 @@ def test_missing_columns_name_the_columns_found(tmp_path, capsys):
 
 
 def test_strict_stops_before_any_grading(tmp_path, capsys):
-    src = write(tmp_path / "answers.csv", [
-        ["candidate_id", "question_id", "answer"], ["ana", "overfitting", GOOD], ["ana", "overfitting", ""],
-    ])
+    src = write(
+        tmp_path / "answers.csv",
+        [
+            ["candidate_id", "question_id", "answer"],
+            ["ana", "overfitting", GOOD],
+            ["ana", "overfitting", ""],
+        ],
+    )
     out = tmp_path / "out"
     with serve() as url:
         rc = grade(src, out, "--strict", judge=openai_judge(url))
@@ -178,9 +189,11 @@ def test_bom_and_semicolons(tmp_path, capsys):
 
 @pytest.mark.parametrize("bom", [False, True], ids=["cp1252", "bom+cp1252"])
 def test_cp1252_semicolon_file_is_read_with_a_warning(tmp_path, capsys, bom):
-    text = ("candidate_id;question_id;answer\r\n"
-            "zoë;overfitting;The model memorises noise – training error falls, validation error rises, naïve fix: more data.\r\n"
-            "zoë;data-leakage;Leakage: test information reaches training, e.g. a scaler fitted on everything.\r\n")
+    text = (
+        "candidate_id;question_id;answer\r\n"
+        "zoë;overfitting;The model memorises noise – training error falls, validation error rises, naïve fix: more data.\r\n"
+        "zoë;data-leakage;Leakage: test information reaches training, e.g. a scaler fitted on everything.\r\n"
+    )
     src = tmp_path / "cp.csv"
     src.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("cp1252"))
     out = tmp_path / "out"
@@ -196,12 +209,15 @@ def test_cp1252_semicolon_file_is_read_with_a_warning(tmp_path, capsys, bom):
 
 
 def test_formula_cells_are_neutralised_in_csv_outputs(tmp_path):
-    src = write(tmp_path / "answers.csv", [
-        ["candidate_id", "question_id", "answer", "note", "delta"],
-        ["=cmd()", "overfitting", GOOD, "+1+1", "-1.5"],
-        ["@x", "overfitting", GOOD, "-2+3", "-2"],
-        ["ok", "=HYPERLINK(\"http://x\")", GOOD, "=1", "3"],
-    ])
+    src = write(
+        tmp_path / "answers.csv",
+        [
+            ["candidate_id", "question_id", "answer", "note", "delta"],
+            ["=cmd()", "overfitting", GOOD, "+1+1", "-1.5"],
+            ["@x", "overfitting", GOOD, "-2+3", "-2"],
+            ["ok", '=HYPERLINK("http://x")', GOOD, "=1", "3"],
+        ],
+    )
     out = tmp_path / "out"
     assert grade(src, out) == 0
     cells = raw_cells(out / "results.csv")
@@ -211,7 +227,7 @@ def test_formula_cells_are_neutralised_in_csv_outputs(tmp_path):
     assert [r[col["note"]] for r in body] == ["'+1+1", "'-2+3"]
     assert [r[col["delta"]] for r in body] == ["-1.5", "-2"]  # plain negative numbers stay numbers
     rejected = raw_cells(out / "rejected.csv")
-    assert rejected[1][2] == "'=HYPERLINK(\"http://x\")"
+    assert rejected[1][2] == '\'=HYPERLINK("http://x")'
     cards = raw_cells(out / "scorecards.csv")
     assert sorted(r[0] for r in cards[1:]) == ["'=cmd()", "'@x"]
     # JSON output keeps the true value.
@@ -304,14 +320,23 @@ def test_export_and_import_batch(tmp_path, capsys):
         responses = []
         for i, x in enumerate(lines):
             status, body = post_json(url + "/chat/completions", x["body"])
-            responses.append({"id": f"batch_req_{i}", "custom_id": x["custom_id"],
-                              "response": {"status_code": status, "request_id": f"req_{i}", "body": body},
-                              "error": None})
+            responses.append(
+                {
+                    "id": f"batch_req_{i}",
+                    "custom_id": x["custom_id"],
+                    "response": {"status_code": status, "request_id": f"req_{i}", "body": body},
+                    "error": None,
+                }
+            )
         assert url.server.requests == 10
     # One request failed in the batch, one reply is not JSON.
     failed, broken = lines[1]["custom_id"], lines[4]["custom_id"]
-    responses[1] = {"id": "batch_req_1", "custom_id": failed, "response": None,
-                    "error": {"code": "server_error", "message": "the model crashed"}}
+    responses[1] = {
+        "id": "batch_req_1",
+        "custom_id": failed,
+        "response": None,
+        "error": {"code": "server_error", "message": "the model crashed"},
+    }
     responses[4]["response"]["body"]["choices"][0]["message"]["content"] = "Sure! Here is the grade: {level: 3"
     resp_path = tmp_path / "responses.jsonl"
     resp_path.write_text("".join(json.dumps(r) + "\n" for r in responses), encoding="utf-8")
@@ -366,8 +391,13 @@ def test_fake_server_probability_mode(tmp_path):
 
 
 def test_fake_server_faults_are_reproducible_and_transient():
-    body = {"model": "m", "messages": [{"role": "user", "content": "<answer>\nhi\n</answer>\nReply."}],
-            "max_tokens": 1, "logprobs": True, "top_logprobs": 5}
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "<answer>\nhi\n</answer>\nReply."}],
+        "max_tokens": 1,
+        "logprobs": True,
+        "top_logprobs": 5,
+    }
 
     def statuses(seed):
         with serve(faults={"http500": 0.3, "http429": 0.3}, seed=seed) as url:

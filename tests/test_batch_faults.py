@@ -19,8 +19,10 @@ from evaluator.fake_server import serve
 from evaluator.resources import Resources
 
 ROOT = Path(__file__).resolve().parents[1]
-WORDS = ("model data training validation overfitting regularisation loss gradient feature label precision recall "
-         "bias variance split leakage test metric cross fold tree forest threshold sample noise pipeline").split()
+WORDS = (
+    "model data training validation overfitting regularisation loss gradient feature label precision recall "
+    "bias variance split leakage test metric cross fold tree forest threshold sample noise pipeline"
+).split()
 
 
 def synthetic_csv(path: Path, candidates: int, questions: int, seed: int = 0, bad: int = 0) -> int:
@@ -33,8 +35,9 @@ def synthetic_csv(path: Path, candidates: int, questions: int, seed: int = 0, ba
         for c in range(candidates):
             for q in qids:
                 n = rng.randint(8, 40)
-                w.writerow([f"cand{c:03d}", q, " ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + ".",
-                            f"b{c % 3}"])
+                w.writerow(
+                    [f"cand{c:03d}", q, " ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + ".", f"b{c % 3}"]
+                )
         for i in range(bad):
             w.writerow([f"bad{i}", f"not-a-question-{i}", "Some answer text here.", "b9"])
     return candidates * len(qids)
@@ -58,11 +61,37 @@ def test_faulty_endpoint_loses_and_duplicates_nothing(tmp_path, capsys):
     valid = synthetic_csv(src, candidates=20, questions=15, bad=4)
     assert valid == 300
     out = tmp_path / "out"
-    faults = {"http500": 0.10, "timeout": 0.05, "malformed": 0.05, "http429": 0.05,
-              "timeout_sleep": 1.0, "retry_after": "0"}
+    faults = {
+        "http500": 0.10,
+        "timeout": 0.05,
+        "malformed": 0.05,
+        "http429": 0.05,
+        "timeout_sleep": 1.0,
+        "retry_after": "0",
+    }
     with serve(faults=faults, seed=7) as url:
-        rc = main(["grade", str(src), "--out", str(out), "--judge", "openai", "--base-url", url, "--model", "m",
-                   "--mode", "structured", "--embedder", "fake:hash", "--concurrency", "16", "--timeout", "0.5"])
+        rc = main(
+            [
+                "grade",
+                str(src),
+                "--out",
+                str(out),
+                "--judge",
+                "openai",
+                "--base-url",
+                url,
+                "--model",
+                "m",
+                "--mode",
+                "structured",
+                "--embedder",
+                "fake:hash",
+                "--concurrency",
+                "16",
+                "--timeout",
+                "0.5",
+            ]
+        )
         stats = url.server.stats()
     assert rc == 0
     # Every kind of fault happened, and was survived.
@@ -102,15 +131,34 @@ def test_killed_run_resumes_to_the_same_results(tmp_path):
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     with serve(latency=0.05) as url:
-        cmd = [sys.executable, "-m", "evaluator", "grade", str(src), "--out", str(out), "--judge", "openai",
-               "--base-url", url, "--model", "m", "--concurrency", "4", "--embedder", "fake:hash", "--no-cache"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "evaluator",
+            "grade",
+            str(src),
+            "--out",
+            str(out),
+            "--judge",
+            "openai",
+            "--base-url",
+            url,
+            "--model",
+            "m",
+            "--concurrency",
+            "4",
+            "--embedder",
+            "fake:hash",
+            "--no-cache",
+        ]
         log = open(tmp_path / "first.log", "wb")
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         try:
             while finished(out / "results.sqlite3") < 15:
-                assert proc.poll() is None, "the run ended before it could be killed: " + (
-                    tmp_path / "first.log").read_text()
+                assert proc.poll() is None, (
+                    "the run ended before it could be killed: " + (tmp_path / "first.log").read_text()
+                )
                 assert time.monotonic() < deadline, "no progress within 60 s"
                 time.sleep(0.02)
             proc.send_signal(signal.SIGKILL)
@@ -131,8 +179,28 @@ def test_killed_run_resumes_to_the_same_results(tmp_path):
         assert url.server.requests - before == total - done
 
     with serve() as url:
-        assert main(["grade", str(src), "--out", str(ref), "--judge", "openai", "--base-url", url, "--model", "m",
-                     "--concurrency", "4", "--embedder", "fake:hash", "--no-cache"]) == 0
+        assert (
+            main(
+                [
+                    "grade",
+                    str(src),
+                    "--out",
+                    str(ref),
+                    "--judge",
+                    "openai",
+                    "--base-url",
+                    url,
+                    "--model",
+                    "m",
+                    "--concurrency",
+                    "4",
+                    "--embedder",
+                    "fake:hash",
+                    "--no-cache",
+                ]
+            )
+            == 0
+        )
     resumed, reference = read_rows(out / "results.csv"), read_rows(ref / "results.csv")
     assert len(resumed) == total
     assert resumed == reference

@@ -54,3 +54,27 @@ def test_concurrent_writers(tmp_path):
     for t in threads:
         t.join()
     assert not errors and len(VerdictCache(path)) == 300
+
+
+def test_reference_vectors_persist_across_processes(tmp_path, monkeypatch):
+    import numpy as np
+
+    from evaluator.embeddings import CachedEmbedder, HashEmbedder
+
+    monkeypatch.setenv("EVALUATOR_CACHE_DIR", str(tmp_path / "vc"))
+
+    class Counting(HashEmbedder):
+        encoded = 0
+
+        def encode(self, texts):
+            Counting.encoded += len(texts)
+            return super().encode(texts)
+
+    refs = ["Overfitting is fitting noise.", "Regularisation shrinks weights.", "Overfitting is fitting noise."]
+    first = CachedEmbedder(Counting(), persist=True).encode(refs)
+    assert Counting.encoded == 2
+    second = CachedEmbedder(Counting(), persist=True).encode(refs)  # a new process: memory empty
+    assert Counting.encoded == 2  # read from disk, not encoded again
+    assert np.array_equal(first, second)
+    CachedEmbedder(Counting(), persist=False).encode(refs)
+    assert Counting.encoded == 4

@@ -18,10 +18,22 @@ def _write(tmp_path, n_q=8, per_q=12, seed=0):
             g1 = int(np.clip(round(true + rng.normal(0, 0.6)), 0, 5))
             g2 = int(np.clip(round(true + rng.normal(0, 0.6)), 0, 5))
             s100 = float(np.clip(20 + 12 * true + rng.normal(0, 8), 0, 100))
-            verdicts.append({"answer_id": aid, "candidate_id": aid, "question_id": f"q{qi}", "status": "scored",
-                             "score": s100 / 20, "raw_score": s100 / 20, "score_100": s100,
-                             "holistic_level": s100 / 25, "criteria": [], "similarity": {"best_reference": true / 6},
-                             "answer_chars": int(50 + 30 * true), "review_flags": []})
+            verdicts.append(
+                {
+                    "answer_id": aid,
+                    "candidate_id": aid,
+                    "question_id": f"q{qi}",
+                    "status": "scored",
+                    "score": s100 / 20,
+                    "raw_score": s100 / 20,
+                    "score_100": s100,
+                    "holistic_level": s100 / 25,
+                    "criteria": [],
+                    "similarity": {"best_reference": true / 6},
+                    "answer_chars": int(50 + 30 * true),
+                    "review_flags": [],
+                }
+            )
             grades.append(f"{aid},q{qi},answer {aid},{g1},{g2},5,{'a' if k % 2 else 'b'}")
     v = tmp_path / "verdicts.jsonl"
     v.write_text("\n".join(json.dumps(x) for x in verdicts) + "\n")
@@ -33,13 +45,39 @@ def _write(tmp_path, n_q=8, per_q=12, seed=0):
 def test_calibrate_writes_metrics_mapping_and_report(tmp_path, capsys):
     v, h = _write(tmp_path)
     out = tmp_path / "calib"
-    rc = main(["calibrate", "--verdicts", str(v), "--human", str(h), "--human-columns", "grade_1,grade_2",
-               "--group-column", "group", "--out", str(out), "--bootstrap", "200"])
+    rc = main(
+        [
+            "calibrate",
+            "--verdicts",
+            str(v),
+            "--human",
+            str(h),
+            "--human-columns",
+            "grade_1,grade_2",
+            "--group-column",
+            "group",
+            "--out",
+            str(out),
+            "--bootstrap",
+            "200",
+        ]
+    )
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     for block in ("uncalibrated", "calibrated_question_grouped_cv", "human_ceiling"):
-        for metric in ("pearson", "spearman", "kendall", "qwk", "mae", "rmse", "exact", "within_one",
-                       "alpha_interval", "alpha_ordinal", "bias"):
+        for metric in (
+            "pearson",
+            "spearman",
+            "kendall",
+            "qwk",
+            "mae",
+            "rmse",
+            "exact",
+            "within_one",
+            "alpha_interval",
+            "alpha_ordinal",
+            "bias",
+        ):
             cell = m[block][metric]
             assert cell["value"] is not None and cell["ci95"][0] <= cell["value"] <= cell["ci95"][1], (block, metric)
     assert m["n_joined"] == 96 and len(m["per_question"]) == 8
@@ -48,8 +86,22 @@ def test_calibrate_writes_metrics_mapping_and_report(tmp_path, capsys):
     assert "human vs human" in capsys.readouterr().out
     # The fitted mapping is applied by `score --calibration` and named in the verdict.
     capsys.readouterr()
-    rc = main(["score", "-q", "overfitting", "--answer", "Overfitting fits noise in the training data.", "--json",
-               "--judge", "fake:overlap", "--embedder", "fake:hash", "--calibration", str(out / "mapping.json")])
+    rc = main(
+        [
+            "score",
+            "-q",
+            "overfitting",
+            "--answer",
+            "Overfitting fits noise in the training data.",
+            "--json",
+            "--judge",
+            "fake:overlap",
+            "--embedder",
+            "fake:hash",
+            "--calibration",
+            str(out / "mapping.json"),
+        ]
+    )
     assert rc == 0
     verdict = json.loads(capsys.readouterr().out)
     mapping = json.loads((out / "mapping.json").read_text())
@@ -57,17 +109,31 @@ def test_calibrate_writes_metrics_mapping_and_report(tmp_path, capsys):
     assert verdict["raw_score"] != verdict["score"]
 
 
-@pytest.mark.parametrize("edit,expect", [
-    (lambda s: s.replace("grade_2", "second", 1), "missing column(s) grade_2; columns found"),
-    (lambda s: s.replace(",3,", ",9,", 1), "is outside the scale 0-5"),
-    (lambda s: s.replace(",3,", ",three,", 1), "'three' is not a number"),
-    (lambda s: s.replace("1.0,q1", "0.0,q1", 1), "duplicate id '0.0'"),
-])
+@pytest.mark.parametrize(
+    "edit,expect",
+    [
+        (lambda s: s.replace("grade_2", "second", 1), "missing column(s) grade_2; columns found"),
+        (lambda s: s.replace(",3,", ",9,", 1), "is outside the scale 0-5"),
+        (lambda s: s.replace(",3,", ",three,", 1), "'three' is not a number"),
+        (lambda s: s.replace("1.0,q1", "0.0,q1", 1), "duplicate id '0.0'"),
+    ],
+)
 def test_malformed_grade_files_get_located_errors(tmp_path, capsys, edit, expect):
     v, h = _write(tmp_path)
     h.write_text(edit(h.read_text()))
-    rc = main(["calibrate", "--verdicts", str(v), "--human", str(h), "--human-columns", "grade_1,grade_2",
-               "--out", str(tmp_path / "o")])
+    rc = main(
+        [
+            "calibrate",
+            "--verdicts",
+            str(v),
+            "--human",
+            str(h),
+            "--human-columns",
+            "grade_1,grade_2",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 3 and expect in err, err
     if "columns found" not in expect:
@@ -77,6 +143,17 @@ def test_malformed_grade_files_get_located_errors(tmp_path, capsys, edit, expect
 def test_unknown_scale_is_refused(tmp_path, capsys):
     v, h = _write(tmp_path)
     h.write_text(h.read_text().replace(",max_grade", ",maxg"))
-    rc = main(["calibrate", "--verdicts", str(v), "--human", str(h), "--human-columns", "grade_1,grade_2",
-               "--out", str(tmp_path / "o")])
+    rc = main(
+        [
+            "calibrate",
+            "--verdicts",
+            str(v),
+            "--human",
+            str(h),
+            "--human-columns",
+            "grade_1,grade_2",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert rc == 8 and "scale is unknown" in capsys.readouterr().err

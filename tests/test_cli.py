@@ -37,8 +37,20 @@ def test_version():
 
 
 def test_score_json_and_readable(capsys):
-    assert main(["score", "-q", "overfitting", "--answer", "Overfitting is fitting noise; validation error rises.",
-                 "--json", *FAKE]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "-q",
+                "overfitting",
+                "--answer",
+                "Overfitting is fitting noise; validation error rises.",
+                "--json",
+                *FAKE,
+            ]
+        )
+        == 0
+    )
     v = json.loads(capsys.readouterr().out)
     assert v["status"] == "scored" and v["provenance"]["judge_backend"] == "fake"
     assert 0 <= v["score"] <= 10 and len(v["criteria"]) == 4

@@ -50,24 +50,39 @@ def test_wheel_carries_its_data(tmp_path):
 
     from conftest import ROOT
 
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path / "dist")],
-                   cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path / "dist")],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     wheel = next((tmp_path / "dist").glob("evaluator-*.whl"))
     venv = tmp_path / "fresh"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     target = next((venv / "lib").glob("python3*/site-packages"))
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)], check=True
+    )
     # Dependencies come from the dev environment's site-packages (where the checkout is only an editable
     # .pth, which PYTHONPATH does not process), so `evaluator` can only be the installed wheel.
     env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]}
     env.pop("EVALUATOR_DATA_DIR", None)
     py = venv / "bin" / "python"
-    r = subprocess.run([str(py), "-c", "import evaluator, evaluator.resources as r; print(evaluator.__file__); "
-                        "print(r.find_data_dir())"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            str(py),
+            "-c",
+            "import evaluator, evaluator.resources as r; print(evaluator.__file__); print(r.find_data_dir())",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert str(target) in r.stdout and "_data" in r.stdout, r.stdout
-    r = subprocess.run([str(py), "-m", "evaluator", "questions", "validate"], cwd=tmp_path, env=env,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [str(py), "-m", "evaluator", "questions", "validate"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     assert "85 questions" in r.stdout
