@@ -33,6 +33,9 @@ class VerdictCache:
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30.0)
             conn.execute("PRAGMA busy_timeout=30000")
+            # WAL + NORMAL: no fsync per verdict; a killed process loses nothing, an OS crash at most the
+            # last verdicts, which are graded again.
+            conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
         return conn
 

@@ -232,6 +232,11 @@ def unknown_question_message(question_id: str, known: list[str]) -> str:
 
 def validate_eval_set(path: Path, text: str, es: EvalSet, rubrics: dict[str, LoadedRubric]) -> None:
     """Checks that need more than one question or file: duplicate ids, rubric references."""
+    ids = [q.id for q in es.questions]
+    bad_rubric = [i for i, q in enumerate(es.questions) if (q.rubric or es.rubric) not in rubrics]
+    if len(set(ids)) == len(ids) and not bad_rubric and es.rubric in rubrics:
+        return
+    # Only now compose the YAML node tree (pure Python, slow on a large bank) to give line numbers.
     root = yaml.compose(text)
     problems: list[str] = []
     seen: dict[str, int] = {}
@@ -242,16 +247,14 @@ def validate_eval_set(path: Path, text: str, es: EvalSet, rubrics: dict[str, Loa
             problems.append(f"{path}:{line} (question {q.id}): duplicate id, first used at line {seen[q.id]}")
         else:
             seen[q.id] = line
-        rid = q.rubric or es.rubric
-        if rid not in rubrics:
+        if i in bad_rubric:
             problems.append(
-                f"{path}:{line} (question {q.id}): rubric '{rid}' does not exist "
+                f"{path}:{line} (question {q.id}): rubric '{q.rubric or es.rubric}' does not exist "
                 f"(known: {', '.join(sorted(rubrics)) or 'none'})"
             )
     if es.rubric not in rubrics:
         problems.append(f"{path}: rubric '{es.rubric}' does not exist (known: {', '.join(sorted(rubrics))})")
-    if problems:
-        raise ValidationError(f"{path}: {len(problems)} problem(s)", sorted(set(problems)))
+    raise ValidationError(f"{path}: {len(problems)} problem(s)", sorted(set(problems)))
 
 
 def export_schemas(rubric_dir: Path, eval_set_dir: Path | None = None) -> list[Path]:
