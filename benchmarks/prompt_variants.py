@@ -101,6 +101,118 @@ def _answer_then_ask(ask: str, system: str = SYSTEM):
     return build
 
 
+# Graded examples written here (machine-learning topics, not the data's subject): the same for every
+# question, so they sit at the start of the prompt and stay in the KV cache for the whole run.
+EXAMPLES = [
+    (
+        "What does a learning rate control in gradient descent?",
+        "The size of each step taken along the negative gradient when the parameters are updated.",
+        "How far the weights move at each update; too big and training diverges.",
+        5,
+    ),
+    (
+        "Why do we split data into a training set and a test set?",
+        "To estimate how well the model does on data it has not seen, since training error is optimistic.",
+        "So we can check the model on new data it did not learn from.",
+        5,
+    ),
+    (
+        "What is the difference between L1 and L2 regularisation?",
+        "L1 penalises the absolute values of the weights and drives some to exactly zero; L2 penalises their "
+        "squares and shrinks all weights smoothly.",
+        "Both add a penalty on the weights to reduce overfitting.",
+        3,
+    ),
+    (
+        "What is precision in classification?",
+        "Of the items predicted positive, the fraction that really are positive.",
+        "Precision is how many of the real positives the model finds.",
+        1,
+    ),
+    (
+        "What does a confusion matrix show?",
+        "Counts of predictions against true classes: true and false positives and negatives.",
+        "A table of predicted versus actual classes, so you see which classes get mixed up.",
+        5,
+    ),
+    (
+        "What is a validation set used for?",
+        "To choose hyperparameters and compare models without touching the test set.",
+        "It is the data the final model is trained on.",
+        0,
+    ),
+    (
+        "Why scale features before k-means?",
+        "Distances mix units, so a feature with a large range dominates the clusters unless features are scaled.",
+        "Because k-means uses distances.",
+        3,
+    ),
+]
+
+
+def _fewshot(ask: str):
+    shots = "\n\n".join(
+        f"Question: {q}\nReference answer (score 5): {r}\nStudent answer: {a}\nScore: {s}" for q, r, a, s in EXAMPLES
+    )
+
+    def build(q: str, ref: str, ans: str) -> Messages:
+        prefix = (
+            "Below are a question, its reference answer (full marks) and a student's answer to grade. "
+            "First, graded examples on other questions show how the scale is used: an answer in other "
+            "words earns full marks if it is right; a wrong or swapped definition earns little.\n\n"
+            f"{shots}\n\nNow the answer to grade.\n\nQuestion: {q}\nReference answer (score 5): {ref}\n"
+            "Student answer:"
+        )
+        return Messages(SYSTEM, prefix, f"<answer>\n{neutralise(ans)}\n</answer>", ask)
+
+    return build
+
+
+KEYIDEA = (
+    "Does the answer express the key idea of the reference answer, in any words? 5 = the same idea, fully and "
+    "correctly; 4 = the same idea with a small gap; 3 = part of the idea; 2 = a fragment of it; 1 = mostly a "
+    "different or wrong idea; 0 = wrong, irrelevant or empty."
+)
+COMPARE = (
+    "Compared with the reference answer, how correct and complete is the answer? 5 = correct and complete; "
+    "4 = correct, with a small gap; 3 = partly correct; 2 = mostly incomplete or partly wrong; 1 = mostly "
+    "wrong; 0 = wrong, irrelevant or empty."
+)
+
+
+def _fewshot_first(ask: str):
+    """The key-idea scale, then graded examples (same for every question, so cached for the whole run), then the
+    question; after the answer only a short ask."""
+    shots = "\n\n".join(
+        f"Question: {q}\nReference answer (score 5): {r}\nStudent answer: {a}\nScore: {s}" for q, r, a, s in EXAMPLES
+    )
+
+    def build(q: str, ref: str, ans: str) -> Messages:
+        prefix = (
+            "Grade a student's answer against the reference answer (full marks). "
+            f"{KEYIDEA}\n\nGraded examples on other questions:\n\n{shots}\n\nNow the answer to grade.\n\n"
+            f"Question: {q}\nReference answer (score 5): {ref}\nStudent answer:"
+        )
+        return Messages(SYSTEM, prefix, f"<answer>\n{neutralise(ans)}\n</answer>", ask)
+
+    return build
+
+
+def _defs_first(ask: str):
+    """Both scales defined before the question (cached once per question); after the answer only a short ask."""
+
+    def build(q: str, ref: str, ans: str) -> Messages:
+        prefix = (
+            "Below are a question, its reference answer (full marks) and a student's answer to grade. You "
+            "will be asked for two scores, each one digit 0-5:\n"
+            f"(A) {KEYIDEA}\n(B) {COMPARE}\n\n"
+            f"Question: {q}\nReference answer (score 5): {ref}\nStudent answer:"
+        )
+        return Messages(SYSTEM, prefix, f"<answer>\n{neutralise(ans)}\n</answer>", ask)
+
+    return build
+
+
 PRODUCT_SYSTEM = (ROOT / "prompts" / "system.j2").read_text(encoding="utf-8").strip()
 VARIANTS.update(
     {
@@ -119,6 +231,19 @@ VARIANTS.update(
             "different correct example. How many points out of 5 does the student answer earn (partial credit "
             "allowed; 0 for wrong, irrelevant or empty)? Reply with the points digit only."
         ),
+        "f_geval": _fewshot(
+            "Grade the student answer by comparing it with the reference answer.\n"
+            f"{SCALE5}\nReply with the score digit only (0-5)."
+        ),
+        "f_keyidea": _fewshot(
+            "Does the student answer express the key idea of the reference answer, in any words? Score (0-5): "
+            "5 = the same idea, fully and correctly; 4 = the same idea with a small gap; 3 = part of the idea; "
+            "2 = a fragment of it; 1 = mostly a different or wrong idea; 0 = wrong, irrelevant or empty.\n"
+            "Reply with the score digit only."
+        ),
+        "q_keyidea": _defs_first("Score (A), the key idea, as one digit 0-5:"),
+        "q_compare": _defs_first("Score (B), correctness and completeness, as one digit 0-5:"),
+        "fq_keyidea": _fewshot_first("Score as one digit 0-5:"),
         "a_geval_sys": _answer_then_ask(
             "Grade the student answer by comparing it with the reference answer.\n"
             f"{SCALE5}\nReply with the score digit only (0-5).",
@@ -207,7 +332,11 @@ def main() -> None:
         if all((name, r["answer_id"]) in done for r in rows):
             x = np.array([done[(name, r["answer_id"])]["expected"] for r in rows])
             cols[name] = x
-            print(f"{name:12s} {cv_pearson(x, y, g):.3f} / {cv_pearson(np.c_[x, sim], y, g):.3f}")
+            dist = np.array([[done[(name, r["answer_id"])]["probabilities"][d] for d in "012345"] for r in rows])
+            print(
+                f"{name:12s} {cv_pearson(x, y, g):.3f} / {cv_pearson(np.c_[x, sim], y, g):.3f}"
+                f"   distribution+MiniLM {cv_pearson(np.c_[dist, sim], y, g):.3f}"
+            )
     if len(cols) > 1:
         m = np.mean(list(cols.values()), axis=0)
         print(f"{'mean of all':12s} {cv_pearson(m, y, g):.3f} / {cv_pearson(np.c_[m, sim], y, g):.3f}")

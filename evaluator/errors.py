@@ -48,3 +48,7 @@ class ModelInstallError(EvaluatorError):
 
 class CalibrationError(EvaluatorError):
     exit_code = 8
+
+
+class PromptTemplateError(ValidationError):
+    """A rubric names a prompt template that does not exist."""

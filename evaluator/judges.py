@@ -212,7 +212,7 @@ class Judge:
             for view in rubric.views:
                 read, u = self.backend.read_digits(prompts.view_read(q, rubric, answer, view), VIEW_DIGITS)
                 usage.add(u)
-                out.views[view] = read
+                out.views[view.id] = read
             if rubric.red_flag_policy.judge_red_flags:
                 for f in q.red_flags:
                     read, u = self.backend.read_digits(prompts.red_flag_read(q, rubric, answer, f), FLAG_DIGITS)

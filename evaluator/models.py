@@ -135,6 +135,17 @@ class RedFlagPolicy(Strict):
     )
 
 
+class View(Strict):
+    """One wording of the overall question, read as a single digit 0-5 (several are averaged)."""
+
+    id: str = Field(pattern=ID_PATTERN)
+    instruction: str = Field(
+        min_length=10,
+        description="The question asked and its 0-5 scale, stated before the question and reference when the "
+        "context template is context_reference.",
+    )
+
+
 class Rubric(Strict):
     schema_: str | None = Field(default=None, alias="$schema")
     id: str = Field(pattern=ID_PATTERN)
@@ -148,10 +159,27 @@ class Rubric(Strict):
         default=False,
         description="Also ask one holistic level (reference-only sets rely on it).",
     )
-    views: list[str] = Field(
+    views: list[View] = Field(
         default_factory=list,
-        description="Extra holistic views: prompts/view_<name>.j2, each read as one 0-5 digit; their mean joins "
-        "the holistic level (several wordings averaged are steadier than one).",
+        description="Overall readings, each one 0-5 digit; their mean joins (or, without `holistic`, is) the holistic "
+        "level. Several wordings averaged are steadier than one.",
+    )
+    context_template: str = Field(
+        default="context",
+        pattern=r"^[a-z][a-z0-9_]*$",
+        description="prompts/<name>.j2: the shared part of every probability-mode read, before the answer (question, "
+        "references, instructions). Reference-only sets use a compact one; structured and explanation calls always "
+        "use context.j2.",
+    )
+    system_template: str = Field(
+        default="system",
+        pattern=r"^[a-z][a-z0-9_]*$",
+        description="prompts/<name>.j2: the system message of probability-mode reads.",
+    )
+    answer_template: str = Field(
+        default="answer",
+        pattern=r"^[a-z][a-z0-9_]*$",
+        description="prompts/<name>.j2: the fenced answer block of probability-mode reads.",
     )
     holistic_weight: float = Field(
         default=0.0,
@@ -175,6 +203,13 @@ class Rubric(Strict):
         ids = [c.id for c in self.criteria]
         if len(set(ids)) != len(ids):
             raise ValueError(f"criterion ids repeat: {ids}")
+        view_ids = [v.id for v in self.views]
+        if len(set(view_ids)) != len(view_ids):
+            raise ValueError(f"view ids repeat: {view_ids}")
+        if self.holistic_weight > 0 and not (self.holistic or self.views):
+            raise ValueError(
+                "holistic_weight is above 0 but there is no overall reading: set holistic: true or list views"
+            )
         return self
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import jinja2
 
-from .models import Criterion, Question, RedFlag, Rubric
+from .errors import PromptTemplateError
+from .models import Criterion, Question, RedFlag, Rubric, View
 
 _FENCE_LOOKALIKE = re.compile(r"<\s*/?\s*answer\b[^>]*>", re.IGNORECASE)
 _SPECIAL_TOKEN = re.compile(r"<\|[^|<>]{0,40}\|>")
@@ -60,7 +61,14 @@ class PromptSet:
         self.hash = h.hexdigest()[:16]
 
     def _render(self, name: str, **kw) -> str:
-        return self.env.get_template(name).render(**kw).strip()
+        try:
+            template = self.env.get_template(name)
+        except jinja2.TemplateNotFound as e:
+            raise PromptTemplateError(
+                f"prompt template {self.folder / name} does not exist; check the rubric's context_template / views "
+                f"(templates here: {', '.join(sorted(p.stem for p in self.folder.glob('*.j2')))})"
+            ) from e
+        return template.render(**kw).strip()
 
     def build(
         self,
@@ -70,31 +78,45 @@ class PromptSet:
         intro: str,
         ask: str,
         red_flags: list[RedFlag] | None = None,
+        compact: bool = False,
         **ask_kw,
     ) -> Messages:
+        """`compact`: the rubric's own system/context/answer templates (probability-mode reads); otherwise the
+        full rubric context that structured and explanation calls need."""
         flags = question.red_flags if red_flags is None else red_flags
+        names = (
+            (rubric.system_template, rubric.context_template, rubric.answer_template)
+            if compact
+            else ("system", "context", "answer")
+        )
         task_intro = self._render(f"{intro}.j2")
-        prefix = self._render("context.j2", question=question, rubric=rubric, red_flags=flags, task_intro=task_intro)
+        prefix = self._render(
+            f"{names[1]}.j2", question=question, rubric=rubric, red_flags=flags, task_intro=task_intro, **ask_kw
+        )
         return Messages(
-            system=self._render("system.j2"),
+            system=self._render(f"{names[0]}.j2"),
             prefix=prefix,
-            answer_block=self._render("answer.j2", answer=neutralise(answer)),
+            answer_block=self._render(f"{names[2]}.j2", answer=neutralise(answer)),
             ask=self._render(f"{ask}.j2", question=question, rubric=rubric, **ask_kw),
         )
 
+    # Probability-mode reads use the rubric's templates. With the full context every read of an answer shares
+    # one cached prefix and differs only in the short ask after the answer.
+
     def criterion_read(self, q: Question, r: Rubric, answer: str, c: Criterion) -> Messages:
-        return self.build(q, r, answer, "intro_probability", "read_criterion", criterion=c)
+        return self.build(q, r, answer, "intro_probability", "read_criterion", compact=True, criterion=c)
 
     def holistic_read(self, q: Question, r: Rubric, answer: str) -> Messages:
-        return self.build(q, r, answer, "intro_probability", "read_holistic")
+        return self.build(q, r, answer, "intro_probability", "read_holistic", compact=True)
 
-    def view_read(self, q: Question, r: Rubric, answer: str, view: str) -> Messages:
-        """Another wording of the overall question, asked after the answer like a criterion (the shared
-        prefix and the answer stay cached), read as one digit 0-5."""
-        return self.build(q, r, answer, "intro_probability", f"view_{view}")
+    def view_read(self, q: Question, r: Rubric, answer: str, view: View) -> Messages:
+        """One wording of the overall question, read as one digit 0-5. The view is passed to the context too: the
+        compact reference-only context states the view's scale before the question (measured to agree better with
+        human grades than stating it after the answer)."""
+        return self.build(q, r, answer, "intro_probability", "read_view", compact=True, view=view)
 
     def red_flag_read(self, q: Question, r: Rubric, answer: str, flag: RedFlag) -> Messages:
-        return self.build(q, r, answer, "intro_probability", "read_red_flag", flag=flag)
+        return self.build(q, r, answer, "intro_probability", "read_red_flag", compact=True, flag=flag)
 
     def structured(self, q: Question, r: Rubric, answer: str) -> Messages:
         return self.build(q, r, answer, "intro_structured", "ask_structured")

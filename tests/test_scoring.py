@@ -232,3 +232,38 @@ def test_bank_exemplars_are_not_flagged_as_injection(resources):
     es = resources.load_eval_set("ml-screening").eval_set
     flagged = [(q.id, e.band.value) for q in es.questions for e in q.exemplars if injection_spans(e.answer)]
     assert not flagged
+
+
+def test_reference_only_reads_one_view_with_its_scale_first(resources, tmp_path):
+    """Reference-only sets: one read per view; the view's scale comes first, then the question and reference,
+    then the fenced answer and a short ask; the score is the view's expected digit on the 0-5 scale."""
+    from evaluator.bank_import import import_questions, write_eval_set
+
+    src = tmp_path / "qs.csv"
+    src.write_text(
+        "question_id,question,reference_answer\nq1,What does a stack do?,It stores items last in first out.\n"
+    )
+    write_eval_set(import_questions(src, set_id="tiny"), tmp_path / "tiny.yaml")
+    les = resources.load_eval_set(tmp_path / "tiny.yaml")
+    rubric = resources.rubric("reference-only").rubric
+    assert [v.id for v in rubric.views] == ["keyidea"] and not rubric.holistic
+    ev = scripted_evaluator(resources, mode="probability")
+    ev.judge.backend.enqueue({"5": 0.5, "4": 0.5})
+    v = ev.score(les, les.by_id["q1"], "Last in, first out: push and pop at the top.")
+    (sent,) = ev.judge.backend.history
+    assert v.usage.calls == 1
+    assert sent.prefix.startswith(rubric.views[0].instruction)
+    assert sent.prefix.index("What does a stack do?") < sent.prefix.index("It stores items last in first out.")
+    assert "<answer>\nLast in, first out" in sent.answer_block and sent.ask == "Reply with the score digit only (0-5)."
+    assert v.views["keyidea"]["expected"] == pytest.approx(4.5)
+    assert v.holistic_level == pytest.approx(4 * 4.5 / 5) and v.score == pytest.approx(4.5)
+
+
+def test_a_rubric_naming_a_missing_template_gets_a_clear_error(resources):
+    from evaluator.errors import PromptTemplateError
+
+    les, q = resources.find_question("overfitting")
+    lr = resources.rubric("ml-screening")
+    broken = lr.rubric.model_copy(update={"context_template": "context_nowhere"})
+    with pytest.raises(PromptTemplateError, match="context_nowhere.j2 does not exist"):
+        scripted_evaluator(resources, mode="probability").prompts.criterion_read(q, broken, "x", broken.criteria[0])
