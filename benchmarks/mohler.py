@@ -27,7 +27,8 @@ from sklearn.model_selection import GroupKFold, KFold
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evaluator import agreement  # noqa: E402
+from evaluator import agreement, calibration  # noqa: E402
+from evaluator.calibrate_report import verdict_row  # noqa: E402
 from evaluator.scoring import lexical_overlap  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets" / "mohler" / "answers.csv"
@@ -70,6 +71,8 @@ def export(run_dir: Path, name: str) -> Path:
                         "judge": f"{v['provenance']['judge_backend']}:{v['provenance']['judge_model']}",
                         "prompt_hash": v["provenance"]["prompt_hash"],
                         "seconds": v["usage"]["seconds"],
+                        # The calibration features exactly as `evaluator calibrate` reads them from a verdict.
+                        "calibration_row": verdict_row(v) if v["status"] == "scored" else None,
                     }
                 )
                 + "\n"
@@ -77,6 +80,19 @@ def export(run_dir: Path, name: str) -> Path:
             n += 1
     print(f"wrote {out} ({n} answers)")
     return out
+
+
+# What each stored pass is (benchmarks/results/<name>.jsonl).
+DESCRIBE = {
+    "mohler-keyidea": "key-idea view, compact prompt (rubric 2.0, shipped)",
+    "mohler-holistic": "holistic 0-4, full rubric context (rubric 1.1)",
+}
+
+
+def argmax_reading(g: dict) -> float:
+    """The most probable digit alone: the holistic level's, else the first view's."""
+    probs = g.get("holistic_probabilities") or next(iter((g.get("views") or {}).values()), {}).get("probabilities")
+    return float(max(probs, key=probs.get)) if probs else np.nan
 
 
 def load_results(name: str) -> dict[str, dict]:
@@ -151,14 +167,7 @@ def table(stores: list[str]) -> None:
         feats[f"{name}:holistic"] = np.array(
             [g.get("holistic") if g.get("holistic") is not None else np.nan for g in get]
         )
-        feats[f"{name}:argmax"] = np.array(
-            [
-                float(max(g["holistic_probabilities"], key=g["holistic_probabilities"].get))
-                if g.get("holistic_probabilities")
-                else np.nan
-                for g in get
-            ]
-        )
+        feats[f"{name}:argmax"] = np.array([argmax_reading(g) for g in get])
         crit_ids = sorted({c for g in get for c in (g.get("criteria") or {})})
         for c in crit_ids:
             feats[f"{name}:criterion:{c}"] = np.array(
@@ -177,37 +186,39 @@ def table(stores: list[str]) -> None:
     def ridge():
         return Ridge(alpha=1.0)
 
+    def judged(name: str) -> str:
+        return f"judge only, {DESCRIBE.get(name, name)}"
+
     configs: list[tuple[str, list[str], object]] = [
         ("TF-IDF cosine baseline (linear map)", ["tfidf"], None),
         ("similarity only: MiniLM cosine", [f"{main}:similarity"], None),
-        ("judge only: holistic, argmax level (no logprob weighting)", [f"{main}:argmax"], None),
-        ("judge only: holistic, expected level (logprob-weighted)", [f"{main}:holistic"], None),
     ]
-    crit = [k for k in feats if k.startswith(f"{main}:criterion:")]
-    if crit:
-        configs.append(("judge only: per-criterion expected levels", crit, ridge))
     for name in loaded:
-        for view in [k for k in feats if k.startswith(f"{name}:view:")]:
-            configs.append((f"judge only: view {view.split(':')[-1]} ({name})", [view], None))
-        views = [k for k in feats if k.startswith(f"{name}:view:")]
-        if views:
-            configs.append((f"judge only: holistic + views, mean ({name})", [f"{name}:holistic"], None))
-            configs.append(
-                (
-                    f"combined: views + MiniLM + lexical + lengths ({name})",
-                    [f"{name}:holistic", *views, f"{name}:similarity", "lexical", "length_ratio", f"{name}:log_chars"],
-                    ridge,
-                )
-            )
+        configs += [
+            (f"{judged(name)}: argmax digit (no logprob weighting)", [f"{name}:argmax"], None),
+            (f"{judged(name)}: expected digit (logprob-weighted)", [f"{name}:holistic"], None),
+        ]
+        crit = [k for k in feats if k.startswith(f"{name}:criterion:")]
+        if crit:
+            configs.append((f"{judged(name)}: per-criterion expected levels", crit, ridge))
+    for name in loaded:
+        both = [f"{name}:similarity", f"{name}:holistic"]
+        configs += [
+            (f"combined, {DESCRIBE.get(name, name)}: MiniLM + judge", both, ridge),
+            (
+                f"combined, {DESCRIBE.get(name, name)}: + lexical overlap + lengths",
+                [*both, "lexical", "length_ratio", f"{name}:log_chars"],
+                ridge,
+            ),
+        ]
     single = [f"{main}:similarity", f"{main}:holistic", "lexical", "length_ratio", f"{main}:log_chars"]
-    configs += [
-        ("combined: MiniLM + holistic expected (ridge)", [f"{main}:similarity", f"{main}:holistic"], ridge),
-        ("combined: + lexical overlap + length ratio + length (ridge)", single, ridge),
-        ("batch-relative: combined + TF-IDF (IDF fitted on all answers)", [*single, "tfidf"], ridge),
-    ]
     if len(loaded) > 1:
-        allh = [f"{k}:holistic" for k in loaded]
-        configs.append(("combined: every stored judge view + lexical (ridge)", [*single, *allh[1:]], ridge))
+        others = [f"{k}:holistic" for k in loaded if k != main]
+        configs.append(
+            ("combined, both prompts (two reads per answer) + MiniLM + lexical + lengths", [*single, *others], ridge)
+        )
+    configs.append(("batch-relative: default + TF-IDF (IDF fitted on all answers)", [*single, "tfidf"], ridge))
+    default_label = f"combined, {DESCRIBE.get(main, main)}: + lexical overlap + lengths"
     print(
         f"Mohler dev answers with every stored view scored: {n}; official grade = mean of two graders; "
         f"95% CI resampled by question"
@@ -215,7 +226,7 @@ def table(stores: list[str]) -> None:
     print(f"{'configuration':64s} {'pearson':>22s} {'rmse':>22s} {'qwk':>22s} {'mae':>22s}")
     hh = row_metrics(g1, g2, groups)
     print(f"{'human grader 1 vs grader 2 (ceiling)':64s} " + " ".join(f"{fmt(hh[k]):>22s}" for k in hh))
-    best = None
+    default = None
     for label, keys, model in configs:
         x = np.column_stack([feats[k] for k in keys])
         if np.isnan(x).any():
@@ -224,15 +235,27 @@ def table(stores: list[str]) -> None:
         pred = cv_predict(x, y, groups, "group", model)
         m = row_metrics(pred, y, groups)
         print(f"{label:64s} " + " ".join(f"{fmt(m[k]):>22s}" for k in m))
-        if not label.startswith("batch-relative") and (best is None or m["pearson"][0] > best[1]["pearson"][0]):
-            best = (label, m, x, model)
-    label, m, x, model = best
+        if label == default_label:
+            default = (label, m, x, model)
+    label, m, x, model = default
     seen = row_metrics(cv_predict(x, y, groups, "within", model), y, groups)
     print(
         f"{'  same, seen-questions CV (folds split within questions)':64s} "
         + " ".join(f"{fmt(seen[k]):>22s}" for k in seen)
     )
-    print(f"best: {label}; analysis took {time.perf_counter() - t0:.1f} s")
+    main_rows = [loaded[main].get(r["answer_id"], {}).get("calibration_row") for r in rows]
+    main_rows = [c for c, k in zip(main_rows, keep, strict=True) if k]
+    if all(main_rows):
+        # The shipped path: the product's own mapping code (evaluator.calibration: the same features, ridge alpha
+        # chosen by inner grouped CV, clipping), as `evaluator calibrate` fits the mapping shipped with the rubric.
+        label = f"shipped: evaluator calibrate's ridge on {DESCRIBE.get(main, main)} verdicts"
+        for split, tag in (("group", ""), ("within", "  same, seen-questions CV")):
+            pred = calibration.cross_val_predict_grouped(main_rows, y, groups, "ridge", 5, 0, split, LO, HI)
+            mm = row_metrics(pred, y, groups)
+            print(f"{tag or label:64s} " + " ".join(f"{fmt(mm[k]):>22s}" for k in mm))
+            if split == "group":
+                m = mm
+    print(f"default = {label}; analysis took {time.perf_counter() - t0:.1f} s")
     print(f"default (question-grouped CV): pearson {m['pearson'][0]:.3f} rmse {m['rmse'][0]:.3f} qwk {m['qwk'][0]:.3f}")
 
 
@@ -270,7 +293,7 @@ def main() -> None:
     p.add_argument("--from-scratch", action="store_true")
     p.add_argument(
         "--stores",
-        default="mohler-holistic",
+        default="mohler-keyidea,mohler-holistic",
         help="comma-separated stored result names; the first is the main judge view",
     )
     a = p.parse_args()

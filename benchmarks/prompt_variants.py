@@ -3,7 +3,7 @@
     python benchmarks/prompt_variants.py [--per-question 6] [--variants a,b] [--all]
 
 Each variant is one digit read (no token sampled): the expected digit under the model's next-token
-distribution. Reads are appended to runs/prompt_variants.jsonl (keyed by variant and answer id), so an
+distribution. Reads are appended to benchmarks/results/prompt_variants.jsonl (keyed by variant and answer id), so an
 interrupted run continues. The table gives each variant's question-grouped 5-fold CV Pearson alone and
 in a ridge with the MiniLM cosine stored in benchmarks/results/mohler-holistic.jsonl.
 This is an exploration tool: the winning wording is then built into prompts/ and measured on all
@@ -32,7 +32,7 @@ from evaluator.local_model import LocalBackend  # noqa: E402
 from evaluator.prompts import Messages, neutralise  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets" / "mohler" / "answers.csv"
-STORE = ROOT / "runs" / "prompt_variants.jsonl"
+STORE = ROOT / "benchmarks" / "results" / "prompt_variants.jsonl"
 SIMS = ROOT / "benchmarks" / "results" / "mohler-holistic.jsonl"
 
 SYSTEM = (
@@ -150,24 +150,6 @@ EXAMPLES = [
 ]
 
 
-def _fewshot(ask: str):
-    shots = "\n\n".join(
-        f"Question: {q}\nReference answer (score 5): {r}\nStudent answer: {a}\nScore: {s}" for q, r, a, s in EXAMPLES
-    )
-
-    def build(q: str, ref: str, ans: str) -> Messages:
-        prefix = (
-            "Below are a question, its reference answer (full marks) and a student's answer to grade. "
-            "First, graded examples on other questions show how the scale is used: an answer in other "
-            "words earns full marks if it is right; a wrong or swapped definition earns little.\n\n"
-            f"{shots}\n\nNow the answer to grade.\n\nQuestion: {q}\nReference answer (score 5): {ref}\n"
-            "Student answer:"
-        )
-        return Messages(SYSTEM, prefix, f"<answer>\n{neutralise(ans)}\n</answer>", ask)
-
-    return build
-
-
 KEYIDEA = (
     "Does the answer express the key idea of the reference answer, in any words? 5 = the same idea, fully and "
     "correctly; 4 = the same idea with a small gap; 3 = part of the idea; 2 = a fragment of it; 1 = mostly a "
@@ -213,7 +195,6 @@ def _defs_first(ask: str):
     return build
 
 
-PRODUCT_SYSTEM = (ROOT / "prompts" / "system.j2").read_text(encoding="utf-8").strip()
 VARIANTS.update(
     {
         "a_geval": _answer_then_ask(
@@ -231,24 +212,9 @@ VARIANTS.update(
             "different correct example. How many points out of 5 does the student answer earn (partial credit "
             "allowed; 0 for wrong, irrelevant or empty)? Reply with the points digit only."
         ),
-        "f_geval": _fewshot(
-            "Grade the student answer by comparing it with the reference answer.\n"
-            f"{SCALE5}\nReply with the score digit only (0-5)."
-        ),
-        "f_keyidea": _fewshot(
-            "Does the student answer express the key idea of the reference answer, in any words? Score (0-5): "
-            "5 = the same idea, fully and correctly; 4 = the same idea with a small gap; 3 = part of the idea; "
-            "2 = a fragment of it; 1 = mostly a different or wrong idea; 0 = wrong, irrelevant or empty.\n"
-            "Reply with the score digit only."
-        ),
         "q_keyidea": _defs_first("Score (A), the key idea, as one digit 0-5:"),
         "q_compare": _defs_first("Score (B), correctness and completeness, as one digit 0-5:"),
         "fq_keyidea": _fewshot_first("Score as one digit 0-5:"),
-        "a_geval_sys": _answer_then_ask(
-            "Grade the student answer by comparing it with the reference answer.\n"
-            f"{SCALE5}\nReply with the score digit only (0-5).",
-            system=PRODUCT_SYSTEM,
-        ),
     }
 )
 

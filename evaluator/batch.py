@@ -324,6 +324,7 @@ def run_grade_command(a: argparse.Namespace, judge_kw: dict) -> int:
         use_cache=not a.no_cache,
         refresh=a.refresh,
         calibration=a.calibration,
+        rubric_calibration=not a.no_calibration,
         explain=a.explain if a.explain is not None else False,
         embedder=a.embedder,
         max_chars=a.max_chars,

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import stats
 
 from . import agreement, report_plots
-from .calibration import cross_val_predict_grouped, fit_mapping
+from .calibration import cross_val_predict_grouped, fit_mapping, reading_of
 from .csvio import read_csv
 from .errors import CalibrationError, ValidationError
 
@@ -254,7 +254,10 @@ def run(a: argparse.Namespace) -> int:
         g1 = np.array([j[1]["grades"][0] for j in joined])
         g2 = np.array([j[1]["grades"][1] for j in joined])
         report["human_ceiling"] = {"between": columns[:2], **_with_ci(g1, g2, groups, lo, hi, n_boot)}
-    mapping = fit_mapping(rows, official, groups, lo, hi)
+    readings = {json.dumps(reading_of(j[2].get("provenance") or {}), sort_keys=True) for j in joined}
+    mapping = fit_mapping(
+        rows, official, groups, lo, hi, fitted_for=json.loads(readings.pop()) if len(readings) == 1 else None
+    )
     cal = cross_val_predict_grouped(rows, official, groups, mapping.kind, 5, 0, "group", lo, hi)
     within = cross_val_predict_grouped(rows, official, groups, mapping.kind, 5, 0, "within", lo, hi)
     report["calibrated_question_grouped_cv"] = {"kind": mapping.kind, **_with_ci(cal, official, groups, lo, hi, n_boot)}

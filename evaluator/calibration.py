@@ -153,6 +153,12 @@ class Mapping(_Strict):
     cv_metrics: dict[str, dict[str, float | None]]
     raw_metrics: dict[str, float | None]
     created: str
+    # The readings it was fitted on (judge, mode, rubric, embedder, from the verdicts' provenance). A rubric's
+    # shipped mapping applies only to the same readings; a mapping passed with --calibration applies as asked.
+    fitted_for: dict[str, str] | None = None
+
+    def fits(self, reading: dict[str, str]) -> bool:
+        return self.fitted_for is not None and all(self.fitted_for.get(k) == v for k, v in reading.items())
 
     @model_validator(mode="after")
     def _params_match_kind(self) -> Mapping:
@@ -387,6 +393,7 @@ def fit_mapping(
     kind: Literal["auto", "isotonic", "ridge"] = "auto",
     folds: int = 5,
     seed: int = 0,
+    fitted_for: dict[str, str] | None = None,
 ) -> Mapping:
     """Fit the evaluator-to-human mapping.
 
@@ -413,6 +420,7 @@ def fit_mapping(
         isotonic=iso,
         ridge=ridge,
         training_hash=training_hash(rows, y),
+        fitted_for=fitted_for,
         n_train=int(y.size),
         n_groups=int(np.unique(g).size),
         folds=min(folds, int(np.unique(g).size)),
@@ -421,3 +429,13 @@ def fit_mapping(
         raw_metrics=_nan_to_none(agreement.metrics(raw, y, scale_min, scale_max)),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
+
+
+def reading_of(provenance: dict) -> dict[str, str]:
+    """What a mapping's fit depends on, from a verdict's provenance (a dict, as in verdicts.jsonl)."""
+    return {
+        "judge": f"{provenance.get('judge_backend')}:{provenance.get('judge_model')}",
+        "mode": str(provenance.get("judge_mode")),
+        "rubric": f"{provenance.get('rubric_id')}@{provenance.get('rubric_version')}",
+        "embedder": str(provenance.get("embedding_model")),
+    }

