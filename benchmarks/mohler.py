@@ -246,15 +246,31 @@ def table(stores: list[str]) -> None:
     main_rows = [loaded[main].get(r["answer_id"], {}).get("calibration_row") for r in rows]
     main_rows = [c for c, k in zip(main_rows, keep, strict=True) if k]
     if all(main_rows):
-        # The shipped path: the product's own mapping code (evaluator.calibration: the same features, ridge alpha
-        # chosen by inner grouped CV, clipping), as `evaluator calibrate` fits the mapping shipped with the rubric.
-        label = f"shipped: evaluator calibrate's ridge on {DESCRIBE.get(main, main)} verdicts"
-        for split, tag in (("group", ""), ("within", "  same, seen-questions CV")):
-            pred = calibration.cross_val_predict_grouped(main_rows, y, groups, "ridge", 5, 0, split, LO, HI)
-            mm = row_metrics(pred, y, groups)
-            print(f"{tag or label:64s} " + " ".join(f"{fmt(mm[k]):>22s}" for k in mm))
-            if split == "group":
-                m = mm
+        # The shipped path: the product's own mapping code (evaluator.calibration: same features, ridge penalty chosen
+        # by inner grouped CV on the training folds, clipping), each kind `evaluator calibrate` considers; "auto"
+        # (what calibrate ships) keeps the kind with the lowest grouped-CV RMSE.
+        shipped = calibration.fit_mapping(main_rows, y, groups, LO, HI)
+        for kind in ("isotonic", "ridge", "quadratic"):
+            lab = f"mapping {kind} (evaluator calibrate) on {DESCRIBE.get(main, main)}"
+            lab = ("shipped: " if kind == shipped.kind else "") + lab
+            for split, tag in (("group", ""), ("within", "  same, seen-questions CV")):
+                if split == "within" and kind != shipped.kind:
+                    continue
+                pred = calibration.cross_val_predict_grouped(main_rows, y, groups, kind, 5, 0, split, LO, HI)
+                mm = row_metrics(pred, y, groups)
+                print(f"{tag or lab:64s} " + " ".join(f"{fmt(mm[k]):>22s}" for k in mm))
+                if split == "group" and kind == shipped.kind:
+                    m, label = mm, lab
+        # The whole procedure out of sample: the kind (and penalty) chosen inside each training fold only.
+        nested = np.zeros_like(y)
+        for tr, te in GroupKFold(n_splits=5).split(y, y, groups):
+            fold = calibration.fit_mapping([main_rows[i] for i in tr], y[tr], groups[tr], LO, HI)
+            nested[te] = fold.predict([main_rows[i] for i in te])
+        mm = row_metrics(nested, y, groups)
+        print(
+            f"{'  same procedure, kind chosen inside each training fold':64s} "
+            + " ".join(f"{fmt(mm[k]):>22s}" for k in mm)
+        )
     print(f"default = {label}; analysis took {time.perf_counter() - t0:.1f} s")
     print(f"default (question-grouped CV): pearson {m['pearson'][0]:.3f} rmse {m['rmse'][0]:.3f} qwk {m['qwk'][0]:.3f}")
 

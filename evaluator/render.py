@@ -18,7 +18,7 @@ def print_verdict(v: Verdict, q: Question, console: Console | None = None) -> No
             f"[bold]{v.question_id}[/bold]: [bold green]{v.score:g}[/bold green] / {v.scale_max:g}"
             f"  ({v.score_100:.0f}/100){cal}"
         )
-    if v.criteria:
+    if any(cr.level is not None or cr.evidence or cr.reason for cr in v.criteria):
         t = Table("criterion", "weight", "level 0-4", "probabilities", "evidence", "reason")
         for cr in v.criteria:
             probs = " ".join(f"{k}:{p:.2f}" for k, p in (cr.probabilities or {}).items())
@@ -27,6 +27,9 @@ def print_verdict(v: Verdict, q: Question, console: Console | None = None) -> No
                 ev = f"[red]{ev} (not in answer)[/red]"
             t.add_row(cr.id, f"{cr.weight:g}", "-" if cr.level is None else f"{cr.level:.2f}", probs, ev, cr.reason)
         c.print(t)
+    for name, view in v.views.items():
+        probs = " ".join(f"{k}:{p:.2f}" for k, p in (view.get("probabilities") or {}).items())
+        c.print(f"reading {name}: {view['expected']:.2f} / 5  ({probs})")
     if v.holistic_level is not None:
         c.print(f"overall level: {v.holistic_level:.2f} / 4")
     for r in v.red_flags:

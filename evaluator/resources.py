@@ -179,7 +179,14 @@ class Resources:
                 rubric, text = parse_model(p, Rubric)
                 if rubric.id in found:
                     raise ValidationError(f"{p}: rubric id '{rubric.id}' is also used by {found[rubric.id].path}")
-                found[rubric.id] = LoadedRubric(rubric, p, file_hash(text))
+                if rubric.calibration and not (p.parent / rubric.calibration).is_file():
+                    raise ValidationError(
+                        f"{p}: calibration file {p.parent / rubric.calibration} not found; put the mapping from "
+                        "`evaluator calibrate` there or remove the calibration key"
+                    )
+                # The shipped mapping is part of the rubric: refitting it changes the hash (and the cache key).
+                extra = (p.parent / rubric.calibration).read_text(encoding="utf-8") if rubric.calibration else ""
+                found[rubric.id] = LoadedRubric(rubric, p, file_hash(text + extra))
             self._rubrics = found
         return self._rubrics
 

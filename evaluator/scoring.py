@@ -322,6 +322,12 @@ class Evaluator:
         # Explanation pass: generated after the levels are fixed; it never changes a number.
         if self.judge.mode == "probability" and self.explain_enabled():
             levels = {k: int(round(v.level)) for k, v in result.criteria.items() if v.level is not None}
+            if not levels:
+                # Criteria not read (an overall-only rubric): explain the overall reading on every criterion,
+                # never an unread criterion as level 0.
+                overall = overall_level(result)
+                if overall is not None:
+                    levels = {c.id: int(round(overall)) for c in rubric.criteria}
             ev, rationale, u, err = self.judge.explain(q, rubric, text, levels, self.prompts)
             usage.add(u)
             for cid, (quote, reason) in ev.items():
@@ -388,19 +394,13 @@ class Evaluator:
             )
 
         levels = {c.id: c.level for c in criteria if c.level is not None}
-        holistic = result.holistic.expected if result.holistic else None
-        if result.views:
-            # Each view reads 0-5; on the 0-4 holistic level they are averaged with the main reading.
-            readings = ([holistic] if holistic is not None else []) + [
-                4 * r.expected / 5 for r in result.views.values()
-            ]
-            holistic = sum(readings) / len(readings)
+        holistic = overall_level(result)
         crit_levels = levels if len(levels) == len(rubric.criteria) else None
         fraction = combine(rubric, crit_levels, holistic, sim.best_reference, hits)
         raw = to_scale(fraction, rubric)
         score, score_100 = raw, round(fraction * 100, 2)
         if mapping is not None:
-            score = mapping.apply(verdict_features(q.id, raw, holistic, levels, sim, len(text)))
+            score = round(mapping.apply(verdict_features(q.id, raw, holistic, levels, sim, len(text))), 2)
             lo, hi = mapping.scale_min, mapping.scale_max
             base.update(scale_min=lo, scale_max=hi)
             score_100 = round(100 * (score - lo) / (hi - lo), 2)
@@ -457,6 +457,14 @@ def verdict_features(question_id, raw, holistic, levels, sim: Similarity | None,
         "reference_chars": sim.reference_chars if sim else None,
         "answer_chars": chars,
     }
+
+
+def overall_level(result: JudgeResult) -> float | None:
+    """The overall level on 0-4: the holistic reading and the views (each read 0-5, rescaled), averaged."""
+    readings = ([result.holistic.expected] if result.holistic else []) + [
+        4 * r.expected / 5 for r in result.views.values()
+    ]
+    return sum(readings) / len(readings) if readings else None
 
 
 def _lower_of(a: JudgeResult, b: JudgeResult | None) -> JudgeResult:

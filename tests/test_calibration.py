@@ -156,7 +156,7 @@ def test_requested_kind_is_kept(linear: Data) -> None:
     rows, human, groups = linear
     mapping = calibration.fit_mapping(rows, human, groups, 0, 4, kind="isotonic")
     assert mapping.kind == "isotonic" and mapping.selection == "requested"
-    assert set(mapping.cv_metrics) == {"isotonic", "ridge"}
+    assert set(mapping.cv_metrics) == {"isotonic", "ridge", "quadratic"}
 
 
 def test_save_load_round_trip(tmp_path: Path, linear: Data, linear_mapping: calibration.Mapping) -> None:
@@ -202,7 +202,7 @@ def test_load_rejects_params_that_do_not_match(tmp_path: Path, linear_mapping: c
     data["ridge"]["coef"] = data["ridge"]["coef"][:-1]
     path = tmp_path / "short.json"
     path.write_text(json.dumps(data))
-    with pytest.raises(CalibrationError, match="one value per feature"):
+    with pytest.raises(CalibrationError, match="ridge coef has 8 values"):
         calibration.load_mapping(path)
     with pytest.raises(CalibrationError, match="not found"):
         calibration.load_mapping(tmp_path / "missing.json")
@@ -294,3 +294,23 @@ def test_rubric_ships_a_mapping_that_applies_only_to_its_readings(tmp_path: Path
     )
     other = verdict(judge="fake:overlap")
     assert other.provenance.calibration is None and other.score == raw.score
+
+
+def test_quadratic_kind_fits_an_interaction_and_round_trips(tmp_path: Path) -> None:
+    """When the human grade depends on a product of features (a high judge reading counts only with enough
+    similarity), the quadratic ridge beats the linear one out of sample, auto picks it, and the saved mapping
+    predicts the same with numpy alone."""
+    rng = np.random.default_rng(1)
+    rows, human, groups = [], [], []
+    for q in range(12):
+        for j in range(30):
+            score, sim = float(rng.uniform(0, 4)), float(rng.uniform(0, 1))
+            rows.append({"answer_id": f"{q}-{j}", "question_id": f"q{q}", "score": score, "similarity": sim})
+            human.append(float(np.clip(score * sim + rng.normal(0, 0.1), 0, 4)))
+            groups.append(f"q{q}")
+    mapping = calibration.fit_mapping(rows, human, groups, 0, 4)
+    assert mapping.kind == "quadratic" and mapping.ridge.degree == 2
+    assert mapping.cv_metrics["quadratic"]["rmse"] < 0.7 * mapping.cv_metrics["ridge"]["rmse"]
+    loaded = calibration.load_mapping(mapping.save(tmp_path / "q.json"))
+    np.testing.assert_allclose(loaded.predict(rows), mapping.predict(rows))
+    assert loaded.apply({"score": 4.0, "similarity": 1.0}) > loaded.apply({"score": 4.0, "similarity": 0.1}) + 2

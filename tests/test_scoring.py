@@ -234,9 +234,7 @@ def test_bank_exemplars_are_not_flagged_as_injection(resources):
     assert not flagged
 
 
-def test_reference_only_reads_one_view_with_its_scale_first(resources, tmp_path):
-    """Reference-only sets: one read per view; the view's scale comes first, then the question and reference,
-    then the fenced answer and a short ask; the score is the view's expected digit on the 0-5 scale."""
+def tiny_reference_only_set(resources, tmp_path):
     from evaluator.bank_import import import_questions, write_eval_set
 
     src = tmp_path / "qs.csv"
@@ -244,7 +242,13 @@ def test_reference_only_reads_one_view_with_its_scale_first(resources, tmp_path)
         "question_id,question,reference_answer\nq1,What does a stack do?,It stores items last in first out.\n"
     )
     write_eval_set(import_questions(src, set_id="tiny"), tmp_path / "tiny.yaml")
-    les = resources.load_eval_set(tmp_path / "tiny.yaml")
+    return resources.load_eval_set(tmp_path / "tiny.yaml")
+
+
+def test_reference_only_reads_one_view_with_its_scale_first(resources, tmp_path):
+    """Reference-only sets: one read per view; the view's scale comes first, then the question and reference,
+    then the fenced answer and a short ask; the score is the view's expected digit on the 0-5 scale."""
+    les = tiny_reference_only_set(resources, tmp_path)
     rubric = resources.rubric("reference-only").rubric
     assert [v.id for v in rubric.views] == ["keyidea"] and not rubric.holistic
     ev = scripted_evaluator(resources, mode="probability")
@@ -267,3 +271,14 @@ def test_a_rubric_naming_a_missing_template_gets_a_clear_error(resources):
     broken = lr.rubric.model_copy(update={"context_template": "context_nowhere"})
     with pytest.raises(PromptTemplateError, match="context_nowhere.j2 does not exist"):
         scripted_evaluator(resources, mode="probability").prompts.criterion_read(q, broken, "x", broken.criteria[0])
+
+
+def test_overall_only_rubric_explains_the_overall_reading_not_unread_zeros(resources, tmp_path):
+    les = tiny_reference_only_set(resources, tmp_path)
+    ev = scripted_evaluator(resources, mode="probability")
+    ev.explain = True
+    explanation = {"criteria": [], "rationale": "Says what the reference says."}
+    ev.judge.backend.enqueue({"4": 1.0}, json.dumps(explanation))  # keyidea 4 of 5 = level 3.2 of 4
+    v = ev.score(les, les.by_id["q1"], "Last in, first out: push and pop at the top.")
+    ask = ev.judge.backend.history[-1][-1]["content"]
+    assert "[correctness] 3, [completeness] 3" in ask and v.rationale == "Says what the reference says."
