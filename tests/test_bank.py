@@ -88,6 +88,8 @@ def _broken_copy(tmp_path, mutate, rubric_mutate=None):
         if rubric_mutate and p.stem == "ml-screening":
             text = rubric_mutate(text)
         (root / "rubrics" / p.name).write_text(text)
+    for p in (ROOT / "rubrics").glob("*.json"):  # schemas and shipped calibration mappings
+        (root / "rubrics" / p.name).write_text(p.read_text())
     for p in (ROOT / "prompts").glob("*.j2"):
         (root / "prompts" / p.name).write_text(p.read_text())
     data = yaml.safe_load(BANK.read_text())
