@@ -79,10 +79,6 @@ def default_model_path(progress=None) -> Path:
     return target
 
 
-def _chatml(messages: list[dict]) -> str:
-    return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages) + "<|im_start|>assistant\n"
-
-
 class LocalBackend:
     """llama-cpp-python in process. One model per process, shared across threads under a lock."""
 
@@ -142,23 +138,51 @@ class LocalBackend:
     def tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
+    def segments(self, messages: Messages) -> list[list[int]]:
+        """The ChatML prompt as four token segments: system and user header, shared prefix (with the answer's label
+        and opening fence), the answer, the ask and assistant header. Each is tokenized on its own so that its tokens never depend on its neighbours."""
+        # The answer block's label and opening fence are the same for every answer: they join the shared prefix.
+        cut = messages.answer_block.find("<answer>")
+        cut = cut + len("<answer>\n") if cut >= 0 else 0
+        texts = [
+            f"<|im_start|>system\n{messages.system}<|im_end|>\n<|im_start|>user\n",
+            messages.prefix + "\n" + messages.answer_block[:cut],
+            messages.answer_block[cut:],
+            ("\n" + messages.ask if messages.ask else "") + "<|im_end|>\n<|im_start|>assistant\n",
+        ]
+        return [self.tokenize(t) for t in texts]
+
     def read_digits(self, messages: Messages, digits: list[str]) -> tuple[DigitRead, Usage]:
-        """Evaluates the prompt (reusing the KV cache for the shared prefix) and reads the next-token
-        distribution over the allowed digits straight from the logits: no token is sampled."""
+        """Evaluates the prompt and reads the next-token distribution over the allowed digits straight from the
+        logits: no token is sampled. The KV cache is reused whole segments at a time (the shared prefix, and the
+        answer while only the ask changes), never part of one, and what is not reused is evaluated from a segment
+        boundary. So the same sequence of reads gives the same readings whatever was read before: a cleaned copy of
+        an answer reads exactly as the clean answer does, which the injection guard relies on."""
         with self._lock:
             llm = self.llm
             t0 = time.perf_counter()
-            tokens = self.tokenize(_chatml(messages.as_chat()))
+            segs = self.segments(messages)
+            tokens = [t for seg in segs for t in seg]
             if len(tokens) >= self.n_ctx:
                 raise JudgeReplyError(f"prompt of {len(tokens)} tokens exceeds the context of {self.n_ctx}")
-            n_past = int(llm.n_tokens)
-            prefix = 0
-            cached = llm.input_ids[:n_past]
-            limit = min(n_past, len(tokens) - 1)  # always evaluate at least one token to get logits
-            while prefix < limit and cached[prefix] == tokens[prefix]:
-                prefix += 1
-            llm.n_tokens = prefix
-            llm.eval(tokens[prefix:])
+            cached = list(llm.input_ids[: int(llm.n_tokens)])
+            reuse, end = 0, 0
+            for seg in segs[:-1]:  # the last segment is always evaluated: the logits come from it
+                end += len(seg)
+                if cached[:end] != tokens[:end]:
+                    break
+                reuse = end
+            shared = len(segs[0]) + len(segs[1])
+            if reuse > shared and cached[reuse:] == tokens[reuse:]:
+                # The very same prompt again: evaluate the answer and ask together, as the first time did (the
+                # ask alone on a cached answer gives slightly different logits).
+                reuse = shared
+            llm.n_tokens = reuse
+            # At most two decode calls, each with a large fixed cost on CPU: the shared part when it changed, then
+            # the answer and the ask together (or the ask alone when only the ask changed).
+            if reuse < shared:
+                llm.eval(tokens[reuse:shared])
+            llm.eval(tokens[max(reuse, shared) :])
             logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
             top = logits.max()
             logz = top + np.log(np.exp(logits - top).sum())
@@ -166,7 +190,7 @@ class LocalBackend:
             read = distribution(lp, digits)
             read.source = "logits"
             secs = time.perf_counter() - t0
-            return read, Usage(calls=1, prompt_tokens=len(tokens) - prefix, completion_tokens=0, seconds=secs)
+            return read, Usage(calls=1, prompt_tokens=len(tokens) - reuse, completion_tokens=0, seconds=secs)
 
     def complete_json(self, chat: list[dict], schema: dict) -> tuple[str, Usage, list[DigitRead]]:
         with self._lock:

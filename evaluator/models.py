@@ -141,8 +141,8 @@ class View(Strict):
     id: str = Field(pattern=ID_PATTERN)
     instruction: str = Field(
         min_length=10,
-        description="The question asked and its 0-5 scale, stated before the question and reference when the "
-        "context template is context_reference.",
+        description="The question asked, its 0-5 scale and how to reply. The context template places it before the "
+        "answer (context_reference.j2: first, before the question; context.j2: last, after the red flags).",
     )
 
 

@@ -38,11 +38,13 @@ class Messages:
     def as_chat(self) -> list[dict]:
         return [
             {"role": "system", "content": self.system},
-            {"role": "user", "content": self.prefix + "\n" + self.answer_block + "\n" + self.ask},
+            {"role": "user", "content": self.prefix + "\n" + self.answer_block + ("\n" + self.ask if self.ask else "")},
         ]
 
     def text(self) -> str:
-        return f"[system]\n{self.system}\n[user]\n{self.prefix}\n{self.answer_block}\n{self.ask}"
+        return f"[system]\n{self.system}\n[user]\n{self.prefix}\n{self.answer_block}" + (
+            f"\n{self.ask}" if self.ask else ""
+        )
 
 
 class PromptSet:

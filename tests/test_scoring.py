@@ -258,7 +258,8 @@ def test_reference_only_reads_one_view_with_its_scale_first(resources, tmp_path)
     assert v.usage.calls == 1
     assert sent.prefix.startswith(rubric.views[0].instruction)
     assert sent.prefix.index("What does a stack do?") < sent.prefix.index("It stores items last in first out.")
-    assert "<answer>\nLast in, first out" in sent.answer_block and sent.ask == "Reply with the score digit only (0-5)."
+    assert "<answer>\nLast in, first out" in sent.answer_block and sent.ask == ""
+    assert sent.as_chat()[-1]["content"].endswith("</answer>")  # the answer is last; the ask is in the scale
     assert v.views["keyidea"]["expected"] == pytest.approx(4.5)
     assert v.holistic_level == pytest.approx(4 * 4.5 / 5) and v.score == pytest.approx(4.5)
 
