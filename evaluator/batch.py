@@ -143,16 +143,16 @@ class ResultStore:
                 ],
             )
 
-    def finished_keys(self) -> set[str]:
+    def finished_keys(self) -> dict[str, str | None]:
+        """Finished rows and the cache key of the settings that graded them (None for rows without a verdict)."""
         with self.lock:
             # Rows left unscored by a transient endpoint failure are graded again on a re-run.
-            return {
-                k
-                for (k,) in self.conn.execute(
-                    "SELECT key FROM results WHERE status != 'pending' "
+            return dict(
+                self.conn.execute(
+                    "SELECT key, json_extract(verdict, '$.provenance.cache_key') FROM results WHERE status != 'pending' "
                     "AND NOT (status = 'unscored' AND json_extract(verdict, '$.retryable') = 1)"
-                )
-            }
+                ).fetchall()
+            )
 
     def save(self, key: str, verdict: Verdict) -> None:
         with self.lock, self.conn:
@@ -186,6 +186,7 @@ class Progress:
     calls: int = 0
     price_in: float = 0.0
     price_out: float = 0.0
+    regraded: int = 0  # finished rows graded again because the settings changed since
 
     @property
     def cost(self) -> float:
@@ -216,7 +217,16 @@ def grade_rows(
 ) -> None:
     """Grades pending rows. Rows are grouped by question so a cached prompt prefix is reused."""
     done = store.finished_keys()
-    pending = sorted((r for r in rows if r.key not in done), key=lambda r: (r.question_id, r.line))
+    # A finished row counts only if the same settings graded it (same rubric, prompts, judge, calibration...):
+    # re-running with anything changed grades it again instead of keeping a stale verdict.
+    stale = [
+        r for r in rows if r.key in done and done[r.key] not in (None, ev.answer_key(les, r.question_id, r.answer))
+    ]
+    progress.regraded = len(stale)
+    stale_keys = {r.key for r in stale}
+    pending = sorted(
+        (r for r in rows if r.key not in done or r.key in stale_keys), key=lambda r: (r.question_id, r.line)
+    )
     progress.done = len(rows) - len(pending)
     _prewarm_embeddings(ev, les, pending)
     stop = stop or threading.Event()
@@ -389,6 +399,11 @@ def run_grade_command(a: argparse.Namespace, judge_kw: dict) -> int:
         f"in {secs:.1f} s; {progress.calls} judge calls, {progress.prompt_tokens + progress.completion_tokens} "
         f"tokens, est. cost ${progress.cost:.4f}"
     )
+    if progress.regraded:
+        print(
+            f"{progress.regraded} rows finished in an earlier run with other settings (rubric, prompts, judge, "
+            "calibration...) were graded again"
+        )
     for p in paths:
         print(f"wrote {p}")
     return 0 if not stop.is_set() else 130

@@ -221,6 +221,11 @@ class Evaluator:
             }
         )
 
+    def answer_key(self, les: LoadedEvalSet, question_id: str, answer: str) -> str:
+        """The cache key this evaluator gives an answer: equal only when the same settings would grade it."""
+        q = les.by_id[question_id]
+        return self.key_for(les, q, self.resources.rubric(les.rubric_id_for(q)), self.prepare_answer(answer)[0])
+
     def provenance(self, les: LoadedEvalSet, q: Question, lr: LoadedRubric, key: str) -> Provenance:
         return Provenance(
             eval_set=les.eval_set.id,

@@ -265,6 +265,12 @@ def test_rerun_makes_no_judge_calls(tmp_path, monkeypatch, capsys):
         assert url.server.requests == first
         assert (tmp_path / "other" / "results.csv").read_bytes() == before
 
+        # Changed settings are not "the same command": the rows finished with the old ones are graded again.
+        capsys.readouterr()
+        assert grade(EXAMPLES, out, *judge, "--max-chars", "4000") == 0
+        assert url.server.requests > first
+        assert "were graded again" in capsys.readouterr().out
+
 
 def test_dry_run_prints_calls_tokens_cost_and_calls_nothing(tmp_path, capsys):
     out = tmp_path / "out"
