@@ -244,6 +244,7 @@ def part_bc(a, work: Path, rerun: bool) -> tuple[list[tuple[str, str]], int]:
     out_b = work / "b"
     ideal = n * a.latency / a.concurrency
     judge = ["--judge", "openai", "--model", "m", "--mode", "structured", "--embedder", "fake:hash", *a.extra]
+    t_cpu = os.times()
     with fake_server(a.latency) as url:
         wall_b, grading_b, _ = run_grade(
             [str(src_b), "--out", str(out_b), "--base-url", url, *judge, "--concurrency", str(a.concurrency)]
@@ -254,7 +255,16 @@ def part_bc(a, work: Path, rerun: bool) -> tuple[list[tuple[str, str]], int]:
                 [str(src_b), "--out", str(out_b), "--base-url", url, *judge, "--concurrency", str(a.concurrency)]
             )
             calls_c = server_requests(url) - calls_b
+    t_end = os.times()  # the server has exited: its CPU time is in children_*
+    client_cpu = (t_end.user - t_cpu.user) + (t_end.system - t_cpu.system)
+    server_cpu = (t_end.children_user - t_cpu.children_user) + (t_end.children_system - t_cpu.children_system)
+    n_req = calls_b + (calls_c if rerun else 0)
     results = [
+        (
+            "(b)+(c) CPU per (b) request: client / fake server",
+            f"{1000 * client_cpu / max(1, n_req):.1f} ms / {1000 * server_cpu / max(1, n_req):.1f} ms "
+            f"(both commands, outputs included; {os.cpu_count()} cores shared)",
+        ),
         (
             "(b) answers / concurrency / latency",
             f"{n} / {a.concurrency} / {a.latency * 1000:.0f} ms ({calls_b} judge requests)",

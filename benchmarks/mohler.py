@@ -84,7 +84,7 @@ def export(run_dir: Path, name: str) -> Path:
 
 # What each stored pass is (benchmarks/results/<name>.jsonl).
 DESCRIBE = {
-    "mohler-keyidea": "key-idea view, compact prompt (rubric 2.0, shipped)",
+    "mohler-keyidea": "key-idea read, compact prompt (rubric 2.1, shipped)",
     "mohler-holistic": "holistic 0-4, full rubric context (rubric 1.1)",
 }
 
