@@ -18,20 +18,7 @@ from .calibration import cross_val_predict_grouped, fit_mapping, reading_of
 from .csvio import read_csv
 from .errors import CalibrationError, ValidationError
 
-METRIC_ORDER = [
-    "pearson",
-    "spearman",
-    "kendall",
-    "qwk",
-    "mae",
-    "rmse",
-    "exact",
-    "within_one",
-    "alpha_interval",
-    "alpha_ordinal",
-    "bias",
-    "n",
-]
+METRIC_ORDER = list(agreement.METRICS)
 
 
 # ---------------------------------------------------------------- inputs
