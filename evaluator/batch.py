@@ -319,7 +319,8 @@ def add_grade_parsers(sub, add_judge_flags, add_data_dir) -> None:
     add_data_dir(ib)
 
 
-def run_grade_command(a: argparse.Namespace, judge_kw: dict) -> int:
+def run_grade_command(a: argparse.Namespace, evaluator_kw: dict) -> int:
+    """`evaluator_kw`: build_evaluator's arguments from the shared flags (cli._evaluator_kw)."""
     from .outputs import write_outputs
     from .scaleout import export_batch, import_batch
 
@@ -327,19 +328,11 @@ def run_grade_command(a: argparse.Namespace, judge_kw: dict) -> int:
         return import_batch(a)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    if a.export_batch and not judge_kw.get("judge"):
-        judge_kw["judge"] = "openai"
-    ev = build_evaluator(
-        data_dir=a.data_dir,
-        use_cache=not a.no_cache,
-        refresh=a.refresh,
-        calibration=a.calibration,
-        rubric_calibration=not a.no_calibration,
-        explain=a.explain if a.explain is not None else False,
-        embedder=a.embedder,
-        max_chars=a.max_chars,
-        **judge_kw,
-    )
+    kw = dict(evaluator_kw)
+    if a.export_batch and not kw.get("judge"):
+        kw["judge"] = "openai"
+    # Batches skip the explanation pass unless asked: it never changes a score and costs a generation per row.
+    ev = build_evaluator(explain=a.explain if a.explain is not None else False, **kw)
     les = ev.resources.load_eval_set(a.eval_set)
     columns = {
         "candidate_id": a.candidate_column,

@@ -55,6 +55,20 @@ def _add_judge_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _evaluator_kw(a: argparse.Namespace) -> dict:
+    """build_evaluator's arguments from the flags `score` and `grade` share (explain differs by command)."""
+    return dict(
+        data_dir=a.data_dir,
+        use_cache=not a.no_cache,
+        refresh=a.refresh,
+        calibration=a.calibration,
+        rubric_calibration=not a.no_calibration,
+        embedder=a.embedder,
+        max_chars=a.max_chars,
+        **_judge_kw(a),
+    )
+
+
 def _judge_kw(a: argparse.Namespace) -> dict:
     return dict(
         judge=a.judge,
@@ -262,17 +276,7 @@ def cmd_score(a: argparse.Namespace) -> int:
     answer = _read_answer(a)
     if not answer.strip():
         raise InputError("the answer is empty: give the candidate's text with --answer, --answer-file or stdin")
-    ev = build_evaluator(
-        data_dir=a.data_dir,
-        use_cache=not a.no_cache,
-        refresh=a.refresh,
-        calibration=a.calibration,
-        rubric_calibration=not a.no_calibration,
-        explain=a.explain,
-        embedder=a.embedder,
-        max_chars=a.max_chars,
-        **_judge_kw(a),
-    )
+    ev = build_evaluator(explain=a.explain, **_evaluator_kw(a))
     les, q = ev.resources.find_question(a.question, a.eval_set)
     if a.dry_run:
         print(ev.render_prompt(les, q, answer))
@@ -298,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.command in ("grade", "import-batch"):
             from .batch import run_grade_command
 
-            return run_grade_command(a, _judge_kw(a) if a.command == "grade" else {})
+            return run_grade_command(a, _evaluator_kw(a) if a.command == "grade" else {})
         if a.command == "calibrate":
             from .calibrate_cmd import run_calibrate
 
