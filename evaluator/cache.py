@@ -1,4 +1,4 @@
-"""SQLite cache of verdicts keyed by a hash of everything that can change a verdict."""
+"""SQLite caches: verdicts keyed by a hash of everything that can change a verdict, and reference embeddings."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+
+import numpy as np
 
 
 def cache_key(parts: dict) -> str:
@@ -71,23 +73,21 @@ class VectorCache:
     def key(text: str) -> str:
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
-    def get_many(self, model: str, texts: list[str]) -> dict[str, bytes]:
+    def get_many(self, model: str, texts: list[str]) -> dict[str, np.ndarray]:
         keys = {self.key(t): t for t in texts}
-        found: dict[str, bytes] = {}
-        with sqlite3.connect(self.path, timeout=30.0) as c:
-            c.execute("PRAGMA busy_timeout=30000")
+        found: dict[str, np.ndarray] = {}
+        with sqlite3.connect(self.path, timeout=30.0) as c:  # timeout: how long to wait for another writer
             items = list(keys)
             for i in range(0, len(items), 500):
                 chunk = items[i : i + 500]
                 q = f"SELECT key, vec FROM vectors WHERE model=? AND key IN ({','.join('?' * len(chunk))})"
                 for k, v in c.execute(q, (model, *chunk)):
-                    found[keys[k]] = v
+                    found[keys[k]] = np.frombuffer(v, dtype=np.float32)
         return found
 
-    def put_many(self, model: str, items: dict[str, bytes]) -> None:
+    def put_many(self, model: str, items: dict[str, np.ndarray]) -> None:
         with sqlite3.connect(self.path, timeout=30.0) as c:
-            c.execute("PRAGMA busy_timeout=30000")
             c.executemany(
                 "INSERT OR REPLACE INTO vectors (model, key, vec) VALUES (?, ?, ?)",
-                [(model, self.key(t), v) for t, v in items.items()],
+                [(model, self.key(t), np.asarray(v, dtype=np.float32).tobytes()) for t, v in items.items()],
             )

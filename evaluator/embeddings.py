@@ -150,32 +150,20 @@ class CachedEmbedder:
     def encode(self, texts: list[str]) -> np.ndarray:
         missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if missing:
-            found = self._from_disk(missing)
+            # Resolved at each use, not at construction: the cache folder may change (tests, EVALUATOR_CACHE_DIR).
+            disk = VectorCache(cache_dir() / "vectors.sqlite3") if self.persist else None
+            found = disk.get_many(self.name, missing) if disk else {}
             todo = [t for t in missing if t not in found]
             if todo:
-                vecs = self.inner.encode(todo)
-                found.update(zip(todo, vecs, strict=True))
-                self._to_disk(dict(zip(todo, vecs, strict=True)))
+                new = dict(zip(todo, self.inner.encode(todo), strict=True))
+                found.update(new)
+                if disk:
+                    disk.put_many(self.name, new)
             with self._lock:
                 if len(self._cache) + len(missing) > self._max:
                     self._cache.clear()
                 self._cache.update(found)
         return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, 1), dtype=np.float32)
-
-    def _disk(self) -> VectorCache | None:
-        # Resolved at each use, not at construction: the cache folder may change (tests, EVALUATOR_CACHE_DIR).
-        return VectorCache(cache_dir() / "vectors.sqlite3") if self.persist else None
-
-    def _from_disk(self, texts: list[str]) -> dict[str, np.ndarray]:
-        disk = self._disk()
-        if disk is None:
-            return {}
-        return {t: np.frombuffer(b, dtype=np.float32) for t, b in disk.get_many(self.name, texts).items()}
-
-    def _to_disk(self, vecs: dict[str, np.ndarray]) -> None:
-        disk = self._disk()
-        if disk is not None and vecs:
-            disk.put_many(self.name, {t: np.asarray(v, dtype=np.float32).tobytes() for t, v in vecs.items()})
 
 
 _EMBEDDERS: dict[str, Embedder] = {}

@@ -158,14 +158,6 @@ class Evaluator:
         self.judge_calls = 0
         self._mappings: dict[str, object | None] = {}
 
-    def reading(self, lr: LoadedRubric) -> dict[str, str]:
-        return {
-            "judge": f"{self.judge.backend_name}:{self.judge.model_name}",
-            "mode": str(self.judge.mode),
-            "rubric": f"{lr.rubric.id}@{lr.rubric.version}",
-            "embedder": self.embedder.name,  # the model is loaded lazily: naming it costs nothing
-        }
-
     def mapping_for(self, lr: LoadedRubric):
         """The calibration mapping for answers graded with this rubric: the user's, else the rubric's shipped one
         when it was fitted on these same readings, else none."""
@@ -174,10 +166,21 @@ class Evaluator:
         if not self.rubric_calibration or not lr.rubric.calibration:
             return None
         if lr.hash not in self._mappings:
-            from .calibration import load_mapping
+            from .calibration import load_mapping, reading_of
 
+            # The same provenance fields `evaluator calibrate` records as the mapping's fitted_for.
+            reading = reading_of(
+                {
+                    "judge_backend": self.judge.backend_name,
+                    "judge_model": self.judge.model_name,
+                    "judge_mode": self.judge.mode,
+                    "rubric_id": lr.rubric.id,
+                    "rubric_version": lr.rubric.version,
+                    "embedding_model": self.embedder.name,  # the model loads lazily: naming it costs nothing
+                }
+            )
             m = load_mapping(lr.path.parent / lr.rubric.calibration)
-            self._mappings[lr.hash] = m if m.fits(self.reading(lr)) else None
+            self._mappings[lr.hash] = m if m.fits(reading) else None
         return self._mappings[lr.hash]
 
     @property
