@@ -1,7 +1,8 @@
 """Map evaluator outputs onto the human scale, fitted on human-graded answers and checked out of sample.
 
-Two candidates: isotonic regression on the final score (monotone, needs nothing but the score) and ridge
-regression on all evaluator features. Both are judged by cross-validation that holds out whole questions,
+Three candidates: isotonic regression on the final score (monotone, needs nothing but the score), ridge
+regression on all evaluator features, and ridge on those features with their squares and pairwise products
+("quadratic"). All are judged by cross-validation that holds out whole questions,
 because the mapping will be used on questions it has never seen; the "within" split (answers of seen
 questions) is available for comparison. A fitted mapping is a small versioned JSON file that needs only
 numpy to apply.
@@ -17,7 +18,7 @@ from collections.abc import Mapping as AnyMapping
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
@@ -48,6 +49,9 @@ CRITERION_PREFIX = "criterion:"
 RIDGE_ALPHAS: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 
 Kind = Literal["isotonic", "ridge", "quadratic"]
+KINDS: tuple[Kind, ...] = get_args(Kind)
+# The ridge kinds and the degree of their feature expansion (see expand()).
+RIDGE_DEGREE: dict[str, int] = {"ridge": 1, "quadratic": 2}
 Split = Literal["group", "within"]
 Row = AnyMapping[str, Any]
 
@@ -175,15 +179,15 @@ class Mapping(_Strict):
             if self.ridge is None:
                 raise ValueError(f"kind is '{self.kind}' but the 'ridge' parameters are missing")
             r = self.ridge
-            if r.degree != (2 if self.kind == "quadratic" else 1):
+            if r.degree != RIDGE_DEGREE[self.kind]:
                 raise ValueError(f"kind '{self.kind}' does not match ridge degree {r.degree}")
             n = len(self.features)
             if {n, len(r.impute), len(r.mean), len(r.scale)} != {n}:
                 raise ValueError("ridge impute/mean/scale must each have one value per feature")
-            if len(r.coef) != (n if r.degree == 1 else n + n * (n + 1) // 2):
+            needed = n if r.degree == 1 else n + n * (n + 1) // 2
+            if len(r.coef) != needed:
                 raise ValueError(
-                    f"ridge coef has {len(r.coef)} values; degree {r.degree} over {n} features needs "
-                    f"{n if r.degree == 1 else n + n * (n + 1) // 2}"
+                    f"ridge coef has {len(r.coef)} values; degree {r.degree} over {n} features needs {needed}"
                 )
         if self.scale_max <= self.scale_min:
             raise ValueError("scale_max must be greater than scale_min")
@@ -260,9 +264,9 @@ def _fit(
             IsotonicParams(x_thresholds=iso.X_thresholds_.tolist(), y_thresholds=iso.y_thresholds_.tolist()),
             None,
         )
-    if kind not in ("ridge", "quadratic"):
-        raise CalibrationError(f"unknown calibration kind {kind!r}; use 'isotonic', 'ridge', 'quadratic' or 'auto'")
-    degree = 2 if kind == "quadratic" else 1
+    if kind not in RIDGE_DEGREE:
+        raise CalibrationError(f"unknown calibration kind {kind!r}; use one of {', '.join(KINDS)} or 'auto'")
+    degree = RIDGE_DEGREE[kind]
 
     names = feature_names(rows)
     x = feature_matrix(rows, names)
@@ -421,15 +425,14 @@ def fit_mapping(
     Every candidate is scored by grouped CV (held-out questions); kind="auto" keeps the lowest RMSE. The chosen
     kind is then refitted on all rows. Predictions are clipped to [scale_min, scale_max].
     """
-    if kind not in ("auto", "isotonic", "ridge", "quadratic"):
-        raise CalibrationError(f"unknown calibration kind {kind!r}; use 'auto', 'isotonic', 'ridge' or 'quadratic'")
+    if kind != "auto" and kind not in KINDS:
+        raise CalibrationError(f"unknown calibration kind {kind!r}; use 'auto' or one of {', '.join(KINDS)}")
     y, g = _check_inputs(rows, human, groups)
-    candidates: tuple[Kind, ...] = ("isotonic", "ridge", "quadratic")
     cv_metrics: dict[str, dict[str, float]] = {}
-    for candidate in candidates:
+    for candidate in KINDS:
         oof = cross_val_predict_grouped(rows, y, g, candidate, folds, seed, "group", scale_min, scale_max)
         cv_metrics[candidate] = agreement.metrics(oof, y, scale_min, scale_max)
-    chosen: Kind = min(candidates, key=lambda c: cv_metrics[c]["rmse"]) if kind == "auto" else kind
+    chosen: Kind = min(KINDS, key=lambda c: cv_metrics[c]["rmse"]) if kind == "auto" else kind
     raw = feature_matrix(rows, ["score"])[:, 0]
     names, iso, ridge = _fit(chosen, rows, y, g, scale_min, scale_max)
     return Mapping(
