@@ -138,6 +138,10 @@ def fmt(cell) -> str:
     return f"{v:.3f} [{lo:.3f},{hi:.3f}]"
 
 
+def print_row(label: str, metrics: dict) -> None:
+    print(f"{label:64s} " + " ".join(f"{fmt(metrics[k]):>22s}" for k in metrics))
+
+
 def table(stores: list[str]) -> None:
     t0 = time.perf_counter()
     rows = load_data()
@@ -172,10 +176,6 @@ def table(stores: list[str]) -> None:
         for c in crit_ids:
             feats[f"{name}:criterion:{c}"] = np.array(
                 [(g.get("criteria") or {}).get(c, {}).get("level", np.nan) for g in get], dtype=float
-            )
-        for view in sorted({k for g in get for k in (g.get("views") or {})}):
-            feats[f"{name}:view:{view}"] = np.array(
-                [(g.get("views") or {}).get(view, {}).get("expected", np.nan) for g in get], dtype=float
             )
         feats[f"{name}:log_chars"] = np.log1p(np.array([g.get("answer_chars") or 0 for g in get], dtype=float))
     n = int(keep.sum())
@@ -225,7 +225,7 @@ def table(stores: list[str]) -> None:
     )
     print(f"{'configuration':64s} {'pearson':>22s} {'rmse':>22s} {'qwk':>22s} {'mae':>22s}")
     hh = row_metrics(g1, g2, groups)
-    print(f"{'human grader 1 vs grader 2 (ceiling)':64s} " + " ".join(f"{fmt(hh[k]):>22s}" for k in hh))
+    print_row("human grader 1 vs grader 2 (ceiling)", hh)
     default = None
     for label, keys, model in configs:
         x = np.column_stack([feats[k] for k in keys])
@@ -234,15 +234,12 @@ def table(stores: list[str]) -> None:
             x = np.where(np.isnan(x), col_mean, x)
         pred = cv_predict(x, y, groups, "group", model)
         m = row_metrics(pred, y, groups)
-        print(f"{label:64s} " + " ".join(f"{fmt(m[k]):>22s}" for k in m))
+        print_row(label, m)
         if label == default_label:
             default = (label, m, x, model)
     label, m, x, model = default
     seen = row_metrics(cv_predict(x, y, groups, "within", model), y, groups)
-    print(
-        f"{'  same, seen-questions CV (folds split within questions)':64s} "
-        + " ".join(f"{fmt(seen[k]):>22s}" for k in seen)
-    )
+    print_row("  same, seen-questions CV (folds split within questions)", seen)
     main_rows = [loaded[main].get(r["answer_id"], {}).get("calibration_row") for r in rows]
     main_rows = [c for c, k in zip(main_rows, keep, strict=True) if k]
     if all(main_rows):
@@ -250,7 +247,7 @@ def table(stores: list[str]) -> None:
         # by inner grouped CV on the training folds, clipping), each kind `evaluator calibrate` considers; "auto"
         # (what calibrate ships) keeps the kind with the lowest grouped-CV RMSE.
         shipped = calibration.fit_mapping(main_rows, y, groups, LO, HI)
-        for kind in ("isotonic", "ridge", "quadratic"):
+        for kind in calibration.KINDS:
             lab = f"mapping {kind} (evaluator calibrate) on {DESCRIBE.get(main, main)}"
             lab = ("shipped: " if kind == shipped.kind else "") + lab
             for split, tag in (("group", ""), ("within", "  same, seen-questions CV")):
@@ -258,7 +255,7 @@ def table(stores: list[str]) -> None:
                     continue
                 pred = calibration.cross_val_predict_grouped(main_rows, y, groups, kind, 5, 0, split, LO, HI)
                 mm = row_metrics(pred, y, groups)
-                print(f"{tag or lab:64s} " + " ".join(f"{fmt(mm[k]):>22s}" for k in mm))
+                print_row(tag or lab, mm)
                 if split == "group" and kind == shipped.kind:
                     m, label = mm, lab
         # The whole procedure out of sample: the kind (and penalty) chosen inside each training fold only.
@@ -267,10 +264,7 @@ def table(stores: list[str]) -> None:
             fold = calibration.fit_mapping([main_rows[i] for i in tr], y[tr], groups[tr], LO, HI)
             nested[te] = fold.predict([main_rows[i] for i in te])
         mm = row_metrics(nested, y, groups)
-        print(
-            f"{'  same procedure, kind chosen inside each training fold':64s} "
-            + " ".join(f"{fmt(mm[k]):>22s}" for k in mm)
-        )
+        print_row("  same procedure, kind chosen inside each training fold", mm)
     print(f"default = {label}; analysis took {time.perf_counter() - t0:.1f} s")
     print(f"default (question-grouped CV): pearson {m['pearson'][0]:.3f} rmse {m['rmse'][0]:.3f} qwk {m['qwk'][0]:.3f}")
 

@@ -13,7 +13,6 @@ answers through `evaluator grade` (benchmarks/mohler.py).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import random
 import sys
@@ -22,16 +21,16 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from sklearn.linear_model import LinearRegression, Ridge
-from sklearn.model_selection import GroupKFold
+from sklearn.linear_model import Ridge
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mohler import cv_predict, load_data  # noqa: E402  (benchmarks/, this script's folder)
+
 from evaluator.local_model import LocalBackend  # noqa: E402
 from evaluator.prompts import Messages, neutralise  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "datasets" / "mohler" / "answers.csv"
 STORE = ROOT / "benchmarks" / "results" / "prompt_variants.jsonl"
 SIMS = ROOT / "benchmarks" / "results" / "mohler-holistic.jsonl"
 
@@ -231,12 +230,10 @@ def sample(rows: list[dict], k: int) -> list[dict]:
 
 
 def cv_pearson(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> float:
+    """Question-grouped CV Pearson of a linear map (a ridge for several columns), as benchmarks/mohler.py fits."""
     x = x.reshape(len(y), -1)
-    pred = np.zeros_like(y)
-    for tr, te in GroupKFold(n_splits=5).split(x, y, groups):
-        m = (Ridge(alpha=1.0) if x.shape[1] > 1 else LinearRegression()).fit(x[tr], y[tr])
-        pred[te] = m.predict(x[te])
-    return float(np.corrcoef(np.clip(pred, 0, 5), y)[0, 1])
+    pred = cv_predict(x, y, groups, "group", (lambda: Ridge(alpha=1.0)) if x.shape[1] > 1 else None)
+    return float(np.corrcoef(pred, y)[0, 1])
 
 
 def main() -> None:
@@ -251,8 +248,7 @@ def main() -> None:
     )
     a = p.parse_args()
     names = a.variants.split(",")
-    with open(DATA, encoding="utf-8", newline="") as f:
-        rows = sample(list(csv.DictReader(f)), a.per_question)
+    rows = sample(load_data(), a.per_question)
     rows.sort(key=lambda r: r["question_id"])
     done: dict[tuple[str, str], dict] = {}
     if STORE.exists():
