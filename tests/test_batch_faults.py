@@ -124,6 +124,12 @@ def test_faulty_endpoint_loses_and_duplicates_nothing(tmp_path, capsys):
     assert scored >= 0.9 * valid  # retries and the repair re-ask recover almost everything
 
 
+def grade_args(src, out, url) -> list[str]:
+    """The same grading command for the killed run, its resume and the uninterrupted reference."""
+    return ["grade", str(src), "--out", str(out), "--judge", "openai", "--base-url", url, "--model", "m",
+            "--concurrency", "4", "--embedder", "fake:hash", "--no-cache"]  # fmt: skip
+
+
 def test_killed_run_resumes_to_the_same_results(tmp_path):
     src = tmp_path / "answers.csv"
     total = synthetic_csv(src, candidates=12, questions=10, seed=1)
@@ -131,26 +137,7 @@ def test_killed_run_resumes_to_the_same_results(tmp_path):
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     with serve(latency=0.05) as url:
-        cmd = [
-            sys.executable,
-            "-m",
-            "evaluator",
-            "grade",
-            str(src),
-            "--out",
-            str(out),
-            "--judge",
-            "openai",
-            "--base-url",
-            url,
-            "--model",
-            "m",
-            "--concurrency",
-            "4",
-            "--embedder",
-            "fake:hash",
-            "--no-cache",
-        ]
+        cmd = [sys.executable, "-m", "evaluator", *grade_args(src, out, url)]
         log = open(tmp_path / "first.log", "wb")
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
@@ -179,28 +166,7 @@ def test_killed_run_resumes_to_the_same_results(tmp_path):
         assert url.server.requests - before == total - done
 
     with serve() as url:
-        assert (
-            main(
-                [
-                    "grade",
-                    str(src),
-                    "--out",
-                    str(ref),
-                    "--judge",
-                    "openai",
-                    "--base-url",
-                    url,
-                    "--model",
-                    "m",
-                    "--concurrency",
-                    "4",
-                    "--embedder",
-                    "fake:hash",
-                    "--no-cache",
-                ]
-            )
-            == 0
-        )
+        assert main(grade_args(src, ref, url)) == 0
     resumed, reference = read_rows(out / "results.csv"), read_rows(ref / "results.csv")
     assert len(resumed) == total
     assert resumed == reference

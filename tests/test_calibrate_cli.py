@@ -109,6 +109,11 @@ def test_calibrate_writes_metrics_mapping_and_report(tmp_path, capsys):
     assert verdict["raw_score"] != verdict["score"]
 
 
+def calibrate_default(verdicts, grades, out) -> int:
+    return main(["calibrate", "--verdicts", str(verdicts), "--human", str(grades),
+                 "--human-columns", "grade_1,grade_2", "--out", str(out)])  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "edit,expect",
     [
@@ -121,19 +126,7 @@ def test_calibrate_writes_metrics_mapping_and_report(tmp_path, capsys):
 def test_malformed_grade_files_get_located_errors(tmp_path, capsys, edit, expect):
     v, h = _write(tmp_path)
     h.write_text(edit(h.read_text()))
-    rc = main(
-        [
-            "calibrate",
-            "--verdicts",
-            str(v),
-            "--human",
-            str(h),
-            "--human-columns",
-            "grade_1,grade_2",
-            "--out",
-            str(tmp_path / "o"),
-        ]
-    )
+    rc = calibrate_default(v, h, tmp_path / "o")
     err = capsys.readouterr().err
     assert rc == 3 and expect in err, err
     if "columns found" not in expect:
@@ -143,17 +136,5 @@ def test_malformed_grade_files_get_located_errors(tmp_path, capsys, edit, expect
 def test_unknown_scale_is_refused(tmp_path, capsys):
     v, h = _write(tmp_path)
     h.write_text(h.read_text().replace(",max_grade", ",maxg"))
-    rc = main(
-        [
-            "calibrate",
-            "--verdicts",
-            str(v),
-            "--human",
-            str(h),
-            "--human-columns",
-            "grade_1,grade_2",
-            "--out",
-            str(tmp_path / "o"),
-        ]
-    )
+    rc = calibrate_default(v, h, tmp_path / "o")
     assert rc == 8 and "scale is unknown" in capsys.readouterr().err
