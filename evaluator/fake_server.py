@@ -125,6 +125,8 @@ class FakeOpenAIServer(ThreadingHTTPServer):
         self.logprobs = logprobs
         self._lock = threading.Lock()
         self._n = 0
+        self._in_flight = 0
+        self.max_in_flight = 0  # the most chat requests handled at once: checks a client's concurrency bound
         self.counts: Counter = Counter()
         self._thread: threading.Thread | None = None
 
@@ -143,11 +145,12 @@ class FakeOpenAIServer(ThreadingHTTPServer):
 
     def stats(self) -> dict:
         with self._lock:
-            return {"requests": self._n, **self.counts}
+            return {"requests": self._n, "max_in_flight": self.max_in_flight, **self.counts}
 
     def reset(self) -> None:
         with self._lock:
             self._n = 0
+            self.max_in_flight = 0
             self.counts.clear()
 
     def _next(self) -> tuple[int, str | None]:
@@ -335,6 +338,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, {"error": {"message": f"invalid JSON body: {e}", "type": "invalid_request_error"}})
             return
         srv = self.server
+        with srv._lock:
+            srv._in_flight += 1
+            srv.max_in_flight = max(srv.max_in_flight, srv._in_flight)
+        try:
+            self._complete(srv, req)
+        finally:
+            with srv._lock:
+                srv._in_flight -= 1
+
+    def _complete(self, srv: FakeOpenAIServer, req: dict) -> None:
         n, fault = srv._next()
         if fault == "timeout":
             time.sleep(srv.faults.timeout_sleep)

@@ -15,7 +15,7 @@ import re
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import pydantic
@@ -174,7 +174,6 @@ class Judge:
     settings: JudgeSettings
     mode: str
     explain_default: bool = True
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def backend_name(self) -> str:
@@ -186,6 +185,12 @@ class Judge:
 
     def describe(self) -> dict:
         return {"backend": self.backend.name, "model": self.backend.model, "mode": self.mode}
+
+    def limit_in_flight(self, n: int) -> None:
+        """Bounds concurrent endpoint requests (backends without an endpoint have nothing to bound)."""
+        limit = getattr(self.backend, "limit_in_flight", None)
+        if limit:
+            limit(n)
 
     # -- probability mode
 
@@ -367,14 +372,21 @@ class OpenAIBackend:
         self.max_attempts = max_attempts
         self.dialect = settings.dialect if settings.dialect != "auto" else None
         self.logprobs_supported: bool | None = None
+        self.limit_in_flight(8)
+
+    def limit_in_flight(self, n: int) -> None:
+        """At most `n` requests at the endpoint at once (`grade --concurrency`). Only the HTTP exchange holds a
+        slot, so more threads than slots can build prompts and verdicts while `n` requests are in flight."""
+        self._slots = threading.BoundedSemaphore(max(1, n))
 
     def _create(self, attempts: int | None = None, **kw):
         delay = 0.5
         max_attempts = attempts or self.max_attempts
         for attempt in range(1, max_attempts + 1):
-            t0 = time.perf_counter()
             try:
-                resp = self.client.chat.completions.create(model=self.model, **kw)
+                with self._slots:  # released before any backoff sleep: a waiting retry holds no slot
+                    t0 = time.perf_counter()
+                    resp = self.client.chat.completions.create(model=self.model, **kw)
                 return resp, time.perf_counter() - t0
             except (self.openai.RateLimitError, self.openai.InternalServerError, self.openai.APIConnectionError) as e:
                 if attempt == max_attempts:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from pathlib import Path
 from statistics import mean
 
+from . import svg_charts
 from .csvio import write_csv
 from .resources import LoadedEvalSet, Resources
 
@@ -143,42 +142,25 @@ def scorecards(recs: list[dict], les: LoadedEvalSet, advance_at: float, reject_b
     return cards
 
 
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
 def report_html(recs: list[dict], les: LoadedEvalSet, cards: list[dict], rejected: list) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     scored = [r for r in recs if r["v"] and r["v"]["status"] == "scored"]
     unscored = [r for r in recs if r["v"] and r["v"]["status"] != "scored"]
     flagged = [r for r in recs if r["v"] and r["v"]["review_flags"]]
     e = html.escape
-    imgs = []
+    charts = []
     if scored:
-        fig, ax = plt.subplots(figsize=(6, 3))
-        ax.hist([r["v"]["score_100"] for r in scored], bins=20, range=(0, 100), color="#4a78b5")
-        ax.set_xlabel("score /100")
-        ax.set_ylabel("answers")
-        ax.set_title("Score distribution")
-        imgs.append(_png(fig))
-        plt.close(fig)
+        charts.append(
+            svg_charts.histogram([r["v"]["score_100"] for r in scored], 0, 100, 20, "Score distribution", "score /100")
+        )
         per_q: dict[str, list[float]] = {}
         for r in scored:
             per_q.setdefault(r["question_id"], []).append(r["v"]["score_100"])
         qs = sorted(per_q, key=lambda k: mean(per_q[k]))
-        fig, ax = plt.subplots(figsize=(6, max(2, 0.25 * len(qs) + 1)))
-        ax.barh(qs, [mean(per_q[q]) for q in qs], color="#6aa84f")
-        ax.set_xlim(0, 100)
-        ax.set_xlabel("mean score /100 (lower = harder)")
-        ax.set_title("Per-question difficulty")
-        imgs.append(_png(fig))
-        plt.close(fig)
+        charts.append(
+            svg_charts.hbars(
+                qs, [mean(per_q[q]) for q in qs], 0, 100, "Per-question difficulty", "mean score /100 (lower = harder)"
+            )
+        )
     card_rows = "".join(
         f"<tr><td>{e(str(c['candidate_id']))}</td><td>{c['overall_score_100']}</td><td>{c['questions_answered']}</td>"
         f"<td>{c['red_flags']}</td><td>{c['review_count']}</td><td>{e(c['recommendation'])}</td></tr>"
@@ -194,15 +176,14 @@ def report_html(recs: list[dict], les: LoadedEvalSet, cards: list[dict], rejecte
         f"<tr><td>{x.line}</td><td>{e(x.candidate_id)}</td><td>{e(x.question_id)}</td><td>{e(x.reason)}</td></tr>"
         for x in rejected
     )
-    img_tags = "".join(f'<img src="{src}" alt="plot">' for src in imgs)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Grading report</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse;
-margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;font-size:14px}}img{{margin:1em 1em 0 0}}
+margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;font-size:14px}}svg{{margin:1em 1em 0 0;vertical-align:top}}
 </style></head><body>
 <h1>Grading report: {e(les.eval_set.id)} v{e(les.eval_set.version)}</h1>
 <p>{len(recs)} answers: <b>{len(scored)}</b> scored, <b>{len(unscored)}</b> unscored, <b>{len(rejected)}</b>
 rejected, <b>{len(flagged)}</b> flagged for review.</p>
-{img_tags}
+<div class="charts">{"".join(charts)}</div>
 <h2>Scorecards</h2><table><tr><th>candidate</th><th>overall /100</th><th>answers</th><th>red flags</th>
 <th>review</th><th>recommendation</th></tr>{card_rows}</table>
 <h2>Flagged for review</h2><table><tr><th>candidate</th><th>question</th><th>score /100</th><th>reasons</th>

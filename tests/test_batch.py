@@ -95,7 +95,12 @@ def test_examples_write_every_output(tmp_path, capsys):
     assert [c["candidate_id"] for c in cards] == ["ana", "ben", "chen", "dana"]
     assert all(c["recommendation"] for c in cards)
     report = (out / "report.html").read_text(encoding="utf-8")
-    assert "Grading report" in report and "answer is empty" in report and "data:image/png;base64" in report
+    assert (
+        "Grading report" in report
+        and "answer is empty" in report
+        and report.count("<svg") == 2
+        and "Per-question difficulty" in report
+    )
 
 
 # ---------------------------------------------------------------- validation

@@ -124,6 +124,20 @@ def test_faulty_endpoint_loses_and_duplicates_nothing(tmp_path, capsys):
     assert scored >= 0.9 * valid  # retries and the repair re-ask recover almost everything
 
 
+def test_concurrency_bounds_requests_in_flight(tmp_path):
+    """--concurrency bounds the requests at the endpoint, though more worker threads prepare rows."""
+    src = tmp_path / "answers.csv"
+    synthetic_csv(src, candidates=6, questions=10, seed=2)
+    with serve(latency=0.05) as url:
+        rc = main(
+            ["grade", str(src), "--out", str(tmp_path / "out"), "--judge", "openai", "--base-url", url, "--model", "m",
+             "--mode", "structured", "--concurrency", "4", "--embedder", "fake:hash", "--no-cache"]
+        )  # fmt: skip
+        stats = url.server.stats()
+    assert rc == 0 and stats["requests"] == 60
+    assert stats["max_in_flight"] == 4
+
+
 def grade_args(src, out, url) -> list[str]:
     """The same grading command for the killed run, its resume and the uninterrupted reference."""
     return ["grade", str(src), "--out", str(out), "--judge", "openai", "--base-url", url, "--model", "m",
