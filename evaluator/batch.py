@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import queue
 import signal
 import sqlite3
 import sys
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,35 +226,42 @@ def grade_rows(
     ]
     progress.regraded = len(stale)
     stale_keys = {r.key for r in stale}
-    pending = sorted(
-        (r for r in rows if r.key not in done or r.key in stale_keys), key=lambda r: (r.question_id, r.line)
-    )
+    pending = [r for r in rows if r.key not in done or r.key in stale_keys]
+    if ev.judge.backend_name == "local":
+        pending.sort(key=lambda r: (r.question_id, r.line))  # the embedded judge reuses the question's prefix
+    else:
+        # Endpoints cache prefixes across requests in any order; answers of similar length embed in batches
+        # with little padding, so chunks of any size encode as fast as one call over the whole batch.
+        pending.sort(key=lambda r: (len(r.answer), r.line))
     progress.done = len(rows) - len(pending)
-    _prewarm_embeddings(ev, les, pending)
     stop = stop or threading.Event()
 
     def work(r: Row) -> tuple[Row, Verdict]:
         return r, ev.score(les, les.by_id[r.question_id], r.answer)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        it = iter(pending)
+        it = embedded_ahead(ev, les, pending, stop)
         running = set()
+        # Finished futures arrive on a queue: waiting on the whole running set each time costs O(running).
+        finished: queue.Queue = queue.Queue()
         try:
             while True:
                 while len(running) < max(1, workers) * 2 and not stop.is_set():
                     r = next(it, None)
                     if r is None:
                         break
-                    running.add(pool.submit(work, r))
+                    fut = pool.submit(work, r)
+                    running.add(fut)
+                    fut.add_done_callback(finished.put)
                 if not running:
                     break
-                finished, running = wait(running, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    r, v = fut.result()
-                    store.save(r.key, v)
-                    progress.add(v)
-                    if on_done:
-                        on_done(progress)
+                fut = finished.get()
+                running.discard(fut)
+                r, v = fut.result()
+                store.save(r.key, v)
+                progress.add(v)
+                if on_done:
+                    on_done(progress)
         except BaseException:
             stop.set()
             for f in running:
@@ -260,18 +269,54 @@ def grade_rows(
             raise
 
 
-def _prewarm_embeddings(ev: Evaluator, les: LoadedEvalSet, rows: list[Row]) -> None:
-    """Encodes the references and key points, then every answer (with its sentences, in one pass), in
-    large batches up front; scoring then finds them in the embedder's cache."""
+def chunk_sizes(n: int, largest: int = 512, smallest: int = 64) -> list[int]:
+    """Chunks of `largest` rows, halving toward the end so the rows judged after the last encode are few."""
+    sizes = []
+    while n > 0:
+        sizes.append(min(n, largest, max(smallest, n // 2)))
+        n -= sizes[-1]
+    return sizes
+
+
+def embedded_ahead(ev: Evaluator, les: LoadedEvalSet, rows: list[Row], stop: threading.Event) -> Iterator[Row]:
+    """Yields `rows` in order once their answers are embedded. The references and key points are encoded first;
+    then a background thread encodes the answers (with their sentences, in one pass) a chunk at a time while
+    the rows before are judged; it runs at most two chunks ahead."""
     if not rows:
         return
-    texts: list[str] = []
-    for qid in {r.question_id for r in rows}:
-        q = les.by_id[qid]
-        texts += list(q.references) + list(q.key_points)
-    ev.embedder.encode(list(dict.fromkeys(texts)))
-    answers = [a for a in (ev.prepare_answer(r.answer)[0] for r in rows) if a]
-    ev.embedder.encode_answers(list(dict.fromkeys(answers)))
+    ev.use_bank_vectors(les)
+    refs = [t for qid in dict.fromkeys(r.question_id for r in rows) for t in les.by_id[qid].reference_texts]
+    ev.embedder.encode(list(dict.fromkeys(refs)))
+    ready: queue.Queue = queue.Queue(maxsize=2)
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            i = 0
+            for size in chunk_sizes(len(rows)):
+                part = rows[i : i + size]
+                i += size
+                answers = [a for a in (ev.prepare_answer(r.answer)[0] for r in part) if a]
+                ev.embedder.encode_answers(list(dict.fromkeys(answers)))
+                if not put(part):
+                    return
+            put(None)
+        except BaseException as e:  # handed to the consumer, which raises it where the batch can report it
+            put(e)
+
+    threading.Thread(target=produce, name="embed-ahead", daemon=True).start()
+    while (item := ready.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item
+        yield from item
 
 
 # ---------------------------------------------------------------- CLI glue

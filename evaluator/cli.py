@@ -131,6 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
     qi.add_argument("--question-column")
     qi.add_argument("--reference-column")
     _add_data_dir(qi)
+    qvec = qs.add_parser(
+        "vectors",
+        help="encode an eval set's references and key points into a file shipped beside it",
+        description="Encode the reference answers and key points of an eval set with the embedding model and write "
+        "them beside it (NAME.vectors.npz), so graders on other machines skip encoding the bank. Run it again "
+        "after editing references or key points; texts without a vector are encoded at grading time.",
+    )
+    qvec.add_argument("--eval-set", default="ml-screening", help="eval set name or path (default ml-screening)")
+    qvec.add_argument("--embedder", default="minilm", help="embedding model (default minilm)")
+    _add_data_dir(qvec)
     qsc = qs.add_parser(
         "schema",
         help="write the JSON Schemas of the rubric and eval-set files",
@@ -200,6 +210,15 @@ def cmd_questions(a: argparse.Namespace) -> int:
             paths = export_schemas(res.root / "rubrics", res.root / "eval_sets")
         for p in paths:
             print(f"wrote {p}")
+        return 0
+    if a.qcommand == "vectors":
+        from .embeddings import bank_vectors_path, get_embedder, write_bank_vectors
+
+        les = res.load_eval_set(a.eval_set)
+        texts = [t for q in les.eval_set.questions for t in q.reference_texts]
+        path = bank_vectors_path(les.path)
+        write_bank_vectors(path, get_embedder(a.embedder), texts)
+        print(f"wrote {path}: {len(set(texts))} texts of {les.eval_set.id}")
         return 0
     if a.qcommand == "validate":
         rubrics = res.rubrics()

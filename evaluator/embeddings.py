@@ -6,13 +6,14 @@ import hashlib
 import os
 import re
 import threading
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from .cache import VectorCache
 from .config import cache_dir
-from .errors import ModelInstallError
+from .errors import InputError, ModelInstallError
 
 
 class Embedder(Protocol):
@@ -95,13 +96,17 @@ class HashEmbedder:
 
     def __init__(self, dim: int = 256):
         self.dim = dim
+        self._bucket: dict[str, int] = {}  # word -> dimension; words repeat, and md5 per word held the GIL
 
     def encode(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        bucket = self._bucket
         for i, t in enumerate(texts):
             for w in re.findall(r"[a-z0-9]+", t.lower()):
-                h = int(hashlib.md5(w.encode()).hexdigest(), 16)
-                out[i, h % self.dim] += 1.0
+                b = bucket.get(w)
+                if b is None:
+                    b = bucket[w] = int(hashlib.md5(w.encode()).hexdigest(), 16) % self.dim
+                out[i, b] += 1.0
             n = np.linalg.norm(out[i])
             if n:
                 out[i] /= n
@@ -123,9 +128,42 @@ def encode_answers_separately(embedder: Embedder, texts: list[str]) -> list[tupl
     return out
 
 
+def bank_vectors_path(eval_set_path: Path) -> Path:
+    """Where a bank's reference vectors are shipped: beside the eval set (ml-screening.vectors.npz)."""
+    return eval_set_path.with_name(eval_set_path.stem + ".vectors.npz")
+
+
+def write_bank_vectors(path: Path, embedder: Embedder, texts: list[str]) -> None:
+    """Encodes `texts` and writes them keyed by text hash, with the model's name, for `read_bank_vectors`."""
+    texts = list(dict.fromkeys(texts))
+    vectors = np.asarray(embedder.encode(texts), dtype=np.float32)
+    with open(path, "wb") as f:  # an open file: np.savez would append .npz to a name lacking it
+        np.savez(f, model=np.array(embedder.name), keys=np.array([VectorCache.key(t) for t in texts]), vectors=vectors)
+
+
+def read_bank_vectors(path: Path, model: str) -> dict[str, np.ndarray]:
+    """{text hash: vector} from a bank's vectors file; {} when there is none or it holds another model's."""
+    if not path.is_file():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["model"]) != model:
+                return {}
+            keys, vectors = z["keys"], z["vectors"]
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(
+            f"{path}: not a bank vectors file ({e}). Rebuild it with `evaluator questions vectors --eval-set "
+            f"{path.name.removesuffix('.vectors.npz')}` or delete it."
+        ) from e
+    if vectors.ndim != 2 or len(keys) != len(vectors):
+        raise InputError(f"{path}: {len(keys)} keys but vectors of shape {vectors.shape}; rebuild or delete it")
+    return dict(zip((str(k) for k in keys), vectors, strict=True))
+
+
 class CachedEmbedder:
     """Keeps embeddings of texts seen before (reference answers, key points, answers) in memory; with
-    `persist`, reference texts (`encode`) also go to a vector cache on disk. Answers stay in memory only."""
+    `persist`, reference texts (`encode`) also go to a vector cache on disk. Answers stay in memory only.
+    Vectors shipped with a bank (`add_known`) are used before either."""
 
     def __init__(self, inner: Embedder, max_items: int = 20000, persist: bool = False):
         self.inner = inner
@@ -133,8 +171,13 @@ class CachedEmbedder:
         self.name = inner.name
         self._cache: dict[str, np.ndarray] = {}
         self._answers: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._known: dict[str, np.ndarray] = {}  # text hash -> vector, from banks' vectors files
         self._max = max_items
         self._lock = threading.Lock()
+
+    def add_known(self, vectors: dict[str, np.ndarray]) -> None:
+        with self._lock:
+            self._known.update(vectors)
 
     def encode_answers(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         missing = [t for t in dict.fromkeys(texts) if t not in self._answers]
@@ -150,15 +193,18 @@ class CachedEmbedder:
     def encode(self, texts: list[str]) -> np.ndarray:
         missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if missing:
-            # Resolved at each use, not at construction: the cache folder may change (tests, EVALUATOR_CACHE_DIR).
-            disk = VectorCache(cache_dir() / "vectors.sqlite3") if self.persist else None
-            found = disk.get_many(self.name, missing) if disk else {}
-            todo = [t for t in missing if t not in found]
-            if todo:
-                new = dict(zip(todo, self.inner.encode(todo), strict=True))
-                found.update(new)
-                if disk:
-                    disk.put_many(self.name, new)
+            found = {t: v for t in missing if (v := self._known.get(VectorCache.key(t))) is not None}
+            rest = [t for t in missing if t not in found]
+            if rest:
+                # Resolved at each use, not at construction: the cache folder may change (tests, EVALUATOR_CACHE_DIR).
+                disk = VectorCache(cache_dir() / "vectors.sqlite3") if self.persist else None
+                found.update(disk.get_many(self.name, rest) if disk else {})
+                todo = [t for t in rest if t not in found]
+                if todo:
+                    new = dict(zip(todo, self.inner.encode(todo), strict=True))
+                    found.update(new)
+                    if disk:
+                        disk.put_many(self.name, new)
             with self._lock:
                 if len(self._cache) + len(missing) > self._max:
                     self._cache.clear()

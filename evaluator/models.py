@@ -79,6 +79,11 @@ class Question(Strict):
             raise ValueError("a reference answer is empty")
         return v
 
+    @property
+    def reference_texts(self) -> list[str]:
+        """What the similarity stage compares an answer with: the references, then the key points."""
+        return [*self.references, *self.key_points]
+
     @model_validator(mode="after")
     def _unique_flags(self) -> Question:
         ids = [f.id for f in self.red_flags]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 from . import __version__
 from .cache import VerdictCache, cache_key
 from .config import DEFAULT_MAX_ANSWER_CHARS, JudgeSettings, cache_dir, resolve_judge_settings
-from .embeddings import Embedder, get_embedder
+from .embeddings import Embedder, bank_vectors_path, get_embedder, read_bank_vectors
 from .errors import InputError
 from .guards import evidence_supported, injection_spans, sanitised_variants, strip_invisible
 from .judges import CriterionOut, FlagOut, Judge, JudgeResult, make_judge
@@ -98,8 +99,7 @@ def combine(
 
 
 def similarity_figures(embedder: Embedder, q: Question, answer: str) -> Similarity:
-    texts = list(q.references) + list(q.key_points)
-    ref_vecs = embedder.encode(texts)
+    ref_vecs = embedder.encode(q.reference_texts)
     whole, sent = embedder.encode_answers([answer])[0]
     n_ref = len(q.references)
     best = float(np.max(ref_vecs[:n_ref] @ whole))
@@ -157,6 +157,8 @@ class Evaluator:
         self._embedder: Embedder | None = None
         self.judge_calls = 0
         self._mappings: dict[str, object | None] = {}
+        self._banks: set[Path] = set()
+        self._banks_lock = threading.Lock()
 
     def mapping_for(self, lr: LoadedRubric):
         """The calibration mapping for answers graded with this rubric: the user's, else the rubric's shipped one
@@ -188,6 +190,17 @@ class Evaluator:
         if self._embedder is None:
             self._embedder = get_embedder(self.embedder_name)
         return self._embedder
+
+    def use_bank_vectors(self, les: LoadedEvalSet) -> None:
+        """Hands the embedder the reference vectors shipped beside the eval set, if any, so a bank is not
+        encoded again on each new machine (`evaluator questions vectors` writes them)."""
+        with self._banks_lock:
+            if les.path in self._banks:
+                return
+            self._banks.add(les.path)
+            add_known = getattr(self.embedder, "add_known", None)
+            if add_known:
+                add_known(read_bank_vectors(bank_vectors_path(les.path), self.embedder.name))
 
     def explain_enabled(self) -> bool:
         return self.judge.explain_default if self.explain is None else self.explain
@@ -265,6 +278,7 @@ class Evaluator:
     # -- scoring
 
     def score(self, les: LoadedEvalSet, q: Question, answer: str) -> Verdict:
+        self.use_bank_vectors(les)
         lr = self.resources.rubric(les.rubric_id_for(q))
         rubric = lr.rubric
         text, flags = self.prepare_answer(answer)
