@@ -439,3 +439,50 @@ def test_rows_lost_to_a_down_endpoint_are_retried_on_rerun(tmp_path, capsys):
         assert grade(EXAMPLES, out, *judge) == 0
         rows = read_rows(out / "results.csv")
         assert all(r["status"] == "scored" for r in rows), [r["reason"] for r in rows]
+
+
+# ---------------------------------------------------------------- embedding ahead of the judge
+
+
+def test_chunks_cover_every_row_and_end_small():
+    from evaluator.batch import chunk_sizes
+
+    for n in (1, 63, 64, 65, 500, 1000, 5000):
+        sizes = chunk_sizes(n)
+        assert sum(sizes) == n and all(0 < s <= 512 for s in sizes)
+        assert sizes[-1] <= 64  # few rows wait for the last encode
+    assert chunk_sizes(0) == []
+
+
+def _rows(n: int):
+    from evaluator.batch import Row
+
+    return [
+        Row(f"c{i}|overfitting", i + 2, f"c{i}", "overfitting", "", f"Answer number {i} about noise.") for i in range(n)
+    ]
+
+
+def test_rows_come_out_in_order_with_their_answers_embedded(fake_evaluator, resources):
+    import threading
+
+    from evaluator.batch import embedded_ahead
+
+    les = resources.load_eval_set("ml-screening")
+    rows = _rows(150)
+    got = list(embedded_ahead(fake_evaluator, les, rows, threading.Event()))
+    assert got == rows
+    assert all(r.answer in fake_evaluator.embedder._answers for r in rows)
+
+
+def test_an_embedding_failure_reaches_the_batch(fake_evaluator, resources, monkeypatch):
+    import threading
+
+    from evaluator.batch import embedded_ahead
+    from evaluator.errors import ModelInstallError
+
+    def broken(texts):
+        raise ModelInstallError("the embedding model is not installed")
+
+    monkeypatch.setattr(fake_evaluator.embedder, "encode_answers", broken)
+    with pytest.raises(ModelInstallError, match="not installed"):
+        list(embedded_ahead(fake_evaluator, resources.load_eval_set("ml-screening"), _rows(10), threading.Event()))
