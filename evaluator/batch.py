@@ -270,11 +270,14 @@ def grade_rows(
 
 
 def chunk_sizes(n: int, largest: int = 512, smallest: int = 64) -> list[int]:
-    """Chunks of `largest` rows, halving toward the end so the rows judged after the last encode are few."""
-    sizes = []
+    """How many rows each embedding step takes: `smallest` first so the first verdicts come soon, doubling up to
+    `largest`, then halving toward the end so few rows are judged after the last step."""
+    sizes: list[int] = []
+    grow = smallest
     while n > 0:
-        sizes.append(min(n, largest, max(smallest, n // 2)))
+        sizes.append(min(n, grow, largest, max(smallest, n // 2)))
         n -= sizes[-1]
+        grow *= 2
     return sizes
 
 
