@@ -227,7 +227,8 @@ def grade_rows(
     progress.regraded = len(stale)
     stale_keys = {r.key for r in stale}
     pending = [r for r in rows if r.key not in done or r.key in stale_keys]
-    if ev.judge.backend_name == "local":
+    local = ev.judge.backend_name == "local"
+    if local:
         pending.sort(key=lambda r: (r.question_id, r.line))  # the embedded judge reuses the question's prefix
     else:
         # Endpoints cache prefixes across requests in any order; answers of similar length embed in batches
@@ -240,7 +241,9 @@ def grade_rows(
         return r, ev.score(les, les.by_id[r.question_id], r.answer)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        it = embedded_ahead(ev, les, pending, stop)
+        # The embedded judge and the embedding model would share the same cores: llama.cpp's threads slow down
+        # badly when preempted, so its rows are all embedded first (measured on 300 Mohler answers: 2.04 -> 2.12 answers/s).
+        it = embedded_ahead(ev, les, pending, stop, [len(pending)] if local else chunk_sizes(len(pending)))
         running = set()
         # Finished futures arrive on a queue: waiting on the whole running set each time costs O(running).
         finished: queue.Queue = queue.Queue()
@@ -281,10 +284,12 @@ def chunk_sizes(n: int, largest: int = 512, smallest: int = 64) -> list[int]:
     return sizes
 
 
-def embedded_ahead(ev: Evaluator, les: LoadedEvalSet, rows: list[Row], stop: threading.Event) -> Iterator[Row]:
+def embedded_ahead(
+    ev: Evaluator, les: LoadedEvalSet, rows: list[Row], stop: threading.Event, sizes: list[int]
+) -> Iterator[Row]:
     """Yields `rows` in order once their answers are embedded. The references and key points are encoded first;
-    then a background thread encodes the answers (with their sentences, in one pass) a chunk at a time while
-    the rows before are judged; it runs at most two chunks ahead."""
+    then a background thread encodes the answers (with their sentences, in one pass) `sizes[i]` rows at a time
+    while the rows before are judged; it runs at most two steps ahead."""
     if not rows:
         return
     ev.use_bank_vectors(les)
@@ -304,7 +309,7 @@ def embedded_ahead(ev: Evaluator, les: LoadedEvalSet, rows: list[Row], stop: thr
     def produce() -> None:
         try:
             i = 0
-            for size in chunk_sizes(len(rows)):
+            for size in sizes:
                 part = rows[i : i + size]
                 i += size
                 answers = [a for a in (ev.prepare_answer(r.answer)[0] for r in part) if a]

@@ -469,7 +469,7 @@ def test_rows_come_out_in_order_with_their_answers_embedded(fake_evaluator, reso
 
     les = resources.load_eval_set("ml-screening")
     rows = _rows(150)
-    got = list(embedded_ahead(fake_evaluator, les, rows, threading.Event()))
+    got = list(embedded_ahead(fake_evaluator, les, rows, threading.Event(), [64, 64, 22]))
     assert got == rows
     assert all(r.answer in fake_evaluator.embedder._answers for r in rows)
 
@@ -485,4 +485,6 @@ def test_an_embedding_failure_reaches_the_batch(fake_evaluator, resources, monke
 
     monkeypatch.setattr(fake_evaluator.embedder, "encode_answers", broken)
     with pytest.raises(ModelInstallError, match="not installed"):
-        list(embedded_ahead(fake_evaluator, resources.load_eval_set("ml-screening"), _rows(10), threading.Event()))
+        list(
+            embedded_ahead(fake_evaluator, resources.load_eval_set("ml-screening"), _rows(10), threading.Event(), [10])
+        )
