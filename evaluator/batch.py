@@ -242,7 +242,8 @@ def grade_rows(
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         # The embedded judge and the embedding model would share the same cores: llama.cpp's threads slow down
-        # badly when preempted, so its rows are all embedded first (measured on 300 Mohler answers: 2.04 -> 2.12 answers/s).
+        # badly when preempted, so its rows are all embedded first (measured on 300 Mohler answers: 2.04 -> 2.12
+        # answers/s).
         it = embedded_ahead(ev, les, pending, stop, [len(pending)] if local else chunk_sizes(len(pending)))
         running = set()
         # Finished futures arrive on a queue: waiting on the whole running set each time costs O(running).

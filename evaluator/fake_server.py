@@ -345,30 +345,31 @@ class _Handler(BaseHTTPRequestHandler):
             srv._in_flight += 1
             srv.max_in_flight = max(srv.max_in_flight, srv._in_flight)
         try:
-            self._complete(srv, req)
+            reply = self._reply(srv, req)
         finally:
+            # Counted out before the reply is written: a client can send its next request only after it has read
+            # this reply, so the count never includes a request the client already considers finished.
             with srv._lock:
                 srv._in_flight -= 1
+        self._send(*reply)
 
-    def _complete(self, srv: FakeOpenAIServer, req: dict) -> None:
+    def _reply(self, srv: FakeOpenAIServer, req: dict) -> tuple[int, dict, dict | None]:
         n, fault = srv._next()
         if fault == "timeout":
             time.sleep(srv.faults.timeout_sleep)
             # The client has gone by now; answer anyway in case it waited.
-            self._send(200, srv.reply(req, n, False))
-            return
+            return 200, srv.reply(req, n, False), None
         if srv.latency:
             time.sleep(srv.latency)
         if fault == "http500":
-            self._send(500, {"error": {"message": "fake internal error", "type": "server_error"}})
-        elif fault == "http429":
-            self._send(
+            return 500, {"error": {"message": "fake internal error", "type": "server_error"}}, None
+        if fault == "http429":
+            return (
                 429,
                 {"error": {"message": "fake rate limit", "type": "rate_limit_error"}},
                 {"Retry-After": srv.faults.retry_after},
             )
-        else:
-            self._send(200, srv.reply(req, n, fault == "malformed"))
+        return 200, srv.reply(req, n, fault == "malformed"), None
 
 
 class BaseURL(str):
