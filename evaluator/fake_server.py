@@ -107,8 +107,8 @@ class FakeOpenAIServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # a handler sleeping on a timeout fault must not hold up shutdown
     allow_reuse_address = True
-    # socketserver's default listen backlog is 5: a client opening 32 connections at once overflowed it, and
-    # the dropped handshakes cost the first wave of requests ~200 ms each. Real servers queue hundreds.
+    # socketserver's default listen backlog is 5: 32 urllib clients connecting at once had connections reset.
+    # Real servers queue hundreds of pending connections.
     request_queue_size = 1024
 
     def __init__(
