@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import threading
@@ -180,36 +181,45 @@ class CachedEmbedder:
             self._known.update(vectors)
 
     def encode_answers(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-        missing = [t for t in dict.fromkeys(texts) if t not in self._answers]
+        got = self._lookup(self._answers, texts)
+        missing = [t for t in dict.fromkeys(texts) if t not in got]
         if missing:
             fn = getattr(self.inner, "encode_answers", None)
-            got = fn(missing) if fn else encode_answers_separately(self.inner, missing)
-            with self._lock:
-                if len(self._answers) + len(missing) > self._max:
-                    self._answers.clear()
-                self._answers.update(zip(missing, got, strict=True))
-        return [self._answers[t] for t in texts]
+            got.update(zip(missing, fn(missing) if fn else encode_answers_separately(self.inner, missing), strict=True))
+            self._store(self._answers, {t: got[t] for t in missing})
+        return [got[t] for t in texts]
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        found = self._lookup(self._cache, texts)
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
-            found = {t: v for t in missing if (v := self._known.get(VectorCache.key(t))) is not None}
-            rest = [t for t in missing if t not in found]
+            new = {t: v for t in missing if (v := self._known.get(VectorCache.key(t))) is not None}
+            rest = [t for t in missing if t not in new]
             if rest:
                 # Resolved at each use, not at construction: the cache folder may change (tests, EVALUATOR_CACHE_DIR).
                 disk = VectorCache(cache_dir() / "vectors.sqlite3") if self.persist else None
-                found.update(disk.get_many(self.name, rest) if disk else {})
-                todo = [t for t in rest if t not in found]
+                new.update(disk.get_many(self.name, rest) if disk else {})
+                todo = [t for t in rest if t not in new]
                 if todo:
-                    new = dict(zip(todo, self.inner.encode(todo), strict=True))
-                    found.update(new)
+                    encoded = dict(zip(todo, self.inner.encode(todo), strict=True))
+                    new.update(encoded)
                     if disk:
-                        disk.put_many(self.name, new)
-            with self._lock:
-                if len(self._cache) + len(missing) > self._max:
-                    self._cache.clear()
-                self._cache.update(found)
-        return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, 1), dtype=np.float32)
+                        disk.put_many(self.name, encoded)
+            found.update(new)
+            self._store(self._cache, new)
+        return np.stack([found[t] for t in texts]) if texts else np.zeros((0, 1), dtype=np.float32)
+
+    def _lookup(self, memo: dict, texts: list[str]) -> dict:
+        # Read under the lock into a local dict: another thread (the batch embeds ahead of the judge) may be
+        # evicting entries meanwhile.
+        with self._lock:
+            return {t: memo[t] for t in texts if t in memo}
+
+    def _store(self, memo: dict, items: dict) -> None:
+        with self._lock:
+            memo.update(items)
+            for old in list(itertools.islice(memo, max(0, len(memo) - self._max))):  # the oldest go first
+                del memo[old]
 
 
 _EMBEDDERS: dict[str, Embedder] = {}

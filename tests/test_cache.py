@@ -78,3 +78,33 @@ def test_reference_vectors_persist_across_processes(tmp_path, monkeypatch):
     assert np.array_equal(first, second)
     CachedEmbedder(Counting(), persist=False).encode(refs)
     assert Counting.encoded == 4
+
+
+def test_memory_cache_evicts_the_oldest_and_never_loses_a_result_to_eviction():
+    import threading
+
+    from evaluator.embeddings import CachedEmbedder, HashEmbedder
+
+    emb = CachedEmbedder(HashEmbedder(), max_items=8)
+    emb.encode_answers([f"first answer {i}" for i in range(8)])
+    emb.encode_answers(["a new answer"])
+    assert "first answer 0" not in emb._answers and "first answer 1" in emb._answers and len(emb._answers) == 8
+
+    # Readers and a writer that keeps evicting (as the batch's embed-ahead thread does): every call returns
+    # a vector for every text it asked for.
+    errors: list[BaseException] = []
+
+    def read(k: int) -> None:
+        try:
+            for i in range(200):
+                texts = [f"t{k}-{i % 5}", f"t{k}-{(i + 1) % 5}"]
+                assert len(emb.encode_answers(texts)) == 2 and emb.encode(texts).shape == (2, 256)
+        except BaseException as e:  # noqa: BLE001 - collected for the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=read, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(emb._answers) <= 8 and len(emb._cache) <= 8
