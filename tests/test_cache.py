@@ -7,6 +7,24 @@ from evaluator.prompts import PromptSet
 from evaluator.scoring import build_evaluator
 
 
+def errors_in_threads(fn, n: int) -> list[BaseException]:
+    """Runs fn(0) .. fn(n-1) in n threads at once; returns what they raised."""
+    errors: list[BaseException] = []
+
+    def run(k: int) -> None:
+        try:
+            fn(k)
+        except BaseException as e:  # noqa: BLE001 - collected for the caller's assertion
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
 def test_second_run_makes_no_judge_call(tmp_path):
     ev = build_evaluator(judge="fake:overlap", embedder="fake:hash", cache_path=tmp_path / "c.sqlite3")
     les, q = ev.resources.find_question("overfitting")
@@ -38,22 +56,13 @@ def test_key_changes_with_rubric_prompt_answer_and_model(tmp_path, resources):
 
 def test_concurrent_writers(tmp_path):
     path = tmp_path / "c.sqlite3"
-    errors = []
 
     def writer(n):
-        try:
-            c = VerdictCache(path)
-            for i in range(50):
-                c.put(f"{n}-{i}", "{}")
-        except Exception as e:  # noqa: BLE001
-            errors.append(e)
+        c = VerdictCache(path)
+        for i in range(50):
+            c.put(f"{n}-{i}", "{}")
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors and len(VerdictCache(path)) == 300
+    assert not errors_in_threads(writer, 6) and len(VerdictCache(path)) == 300
 
 
 def test_reference_vectors_persist_across_processes(tmp_path, monkeypatch):
@@ -81,7 +90,6 @@ def test_reference_vectors_persist_across_processes(tmp_path, monkeypatch):
 
 
 def test_memory_cache_evicts_the_oldest_and_never_loses_a_result_to_eviction():
-    import threading
 
     from evaluator.embeddings import CachedEmbedder, HashEmbedder
 
@@ -90,21 +98,11 @@ def test_memory_cache_evicts_the_oldest_and_never_loses_a_result_to_eviction():
     emb.encode_answers(["a new answer"])
     assert "first answer 0" not in emb._answers and "first answer 1" in emb._answers and len(emb._answers) == 8
 
-    # Readers and a writer that keeps evicting (as the batch's embed-ahead thread does): every call returns
+    # Threads that keep adding and so evicting (as the batch's embed-ahead thread does): every call returns
     # a vector for every text it asked for.
-    errors: list[BaseException] = []
-
     def read(k: int) -> None:
-        try:
-            for i in range(200):
-                texts = [f"t{k}-{i % 5}", f"t{k}-{(i + 1) % 5}"]
-                assert len(emb.encode_answers(texts)) == 2 and emb.encode(texts).shape == (2, 256)
-        except BaseException as e:  # noqa: BLE001 - collected for the assertion below
-            errors.append(e)
+        for i in range(200):
+            texts = [f"t{k}-{i % 5}", f"t{k}-{(i + 1) % 5}"]
+            assert len(emb.encode_answers(texts)) == 2 and emb.encode(texts).shape == (2, 256)
 
-    threads = [threading.Thread(target=read, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors and len(emb._answers) <= 8 and len(emb._cache) <= 8
+    assert not errors_in_threads(read, 4) and len(emb._answers) <= 8 and len(emb._cache) <= 8
