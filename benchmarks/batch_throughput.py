@@ -124,6 +124,12 @@ def write_csv(path: Path, rows) -> None:
         w.writerows(rows)
 
 
+def grading_secs(stdout: str) -> float:
+    """The grading phase's seconds, as `grade` prints them in its summary."""
+    m = re.search(r" in ([0-9.]+) s;", stdout)
+    return float(m.group(1)) if m else float("nan")
+
+
 def run_grade(args: list[str]) -> tuple[float, float, str]:
     """Runs `grade` in-process; returns (wall seconds, grading seconds as printed, stdout)."""
     buf = io.StringIO()
@@ -134,8 +140,7 @@ def run_grade(args: list[str]) -> tuple[float, float, str]:
     out = buf.getvalue()
     if rc != 0:
         raise RuntimeError(f"grade exited {rc}: {out[-2000:]}")
-    m = re.search(r" in ([0-9.]+) s;", out)
-    return wall, float(m.group(1)) if m else float("nan"), out
+    return wall, grading_secs(out), out
 
 
 def main() -> int:
@@ -264,9 +269,8 @@ def run_grade_process(args: list[str]) -> tuple[float, float, str, float]:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the fake server is still running: not counted yet
     if p.returncode != 0:
         raise RuntimeError(f"grade exited {p.returncode}: {p.stdout[-2000:]} {p.stderr[-2000:]}")
-    m = re.search(r" in ([0-9.]+) s;", p.stdout)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, float(m.group(1)) if m else float("nan"), p.stdout, cpu
+    return wall, grading_secs(p.stdout), p.stdout, cpu
 
 
 def part_bc(a, work: Path, rerun: bool) -> tuple[list[tuple[str, str]], int]:

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .config import DEFAULT_CONCURRENCY
 from .csvio import read_csv
 from .errors import InputError, ValidationError
 from .models import Verdict
@@ -212,12 +213,20 @@ def grade_rows(
     les: LoadedEvalSet,
     rows: list[Row],
     store: ResultStore,
-    workers: int,
+    concurrency: int | None,
     progress: Progress,
     on_done=None,
     stop: threading.Event | None = None,
 ) -> None:
-    """Grades pending rows. Rows are grouped by question so a cached prompt prefix is reused."""
+    """Grades pending rows, at most `concurrency` judge requests at once (default: 8 for endpoints, 1 for the
+    embedded judge). The embedded judge takes rows grouped by question, so its cached prompt prefix is reused."""
+    local = ev.judge.backend_name == "local"
+    concurrency = concurrency or (1 if local else DEFAULT_CONCURRENCY)
+    ev.judge.limit_in_flight(concurrency)
+    # The judge holds at most `concurrency` requests in flight; extra workers build the next prompts and finish
+    # verdicts meanwhile, so no request slot waits on that work (measured: 1000 answers at 32 x 200 ms went
+    # from 7.9 s to 7.2 s with half as many workers again).
+    workers = concurrency if local else concurrency + max(2, concurrency // 2)
     done = store.finished_keys()
     # A finished row counts only if the same settings graded it (same rubric, prompts, judge, calibration...):
     # re-running with anything changed grades it again instead of keeping a stale verdict.
@@ -227,7 +236,6 @@ def grade_rows(
     progress.regraded = len(stale)
     stale_keys = {r.key for r in stale}
     pending = [r for r in rows if r.key not in done or r.key in stale_keys]
-    local = ev.judge.backend_name == "local"
     if local:
         pending.sort(key=lambda r: (r.question_id, r.line))  # the embedded judge reuses the question's prefix
     else:
@@ -346,7 +354,11 @@ def add_grade_parsers(sub, add_judge_flags, add_data_dir) -> None:
     g.add_argument("--answer-column", default="answer")
     g.add_argument("--answer-id-column", default="answer_id")
     g.add_argument("--strict", action="store_true", help="stop before grading if any row is rejected")
-    g.add_argument("--concurrency", type=int, help="parallel judge requests (default 8 for endpoints, 1 local)")
+    g.add_argument(
+        "--concurrency",
+        type=int,
+        help=f"judge requests in flight at once (default {DEFAULT_CONCURRENCY} for endpoints, 1 local)",
+    )
     g.add_argument("--max-chars", type=int, default=8000, help="answers longer than this are rejected")
     g.add_argument("--dry-run", action="store_true", help="print calls, tokens and cost a run would take")
     g.add_argument("--price-in", type=float, default=0.0, help="USD per million prompt tokens (for the cost figure)")
@@ -419,20 +431,13 @@ def run_grade_command(a: argparse.Namespace, evaluator_kw: dict) -> int:
         return 0
     store = ResultStore(out / "results.sqlite3")
     store.register(rows)
-    local = ev.judge.backend_name == "local"
-    concurrency = a.concurrency or (1 if local else 8)
-    ev.judge.limit_in_flight(concurrency)
-    # The judge holds at most `concurrency` requests in flight; extra workers build the next prompts and finish
-    # verdicts meanwhile, so no request slot waits on that work (measured: 1000 answers at 32 x 200 ms went
-    # from 7.9 s to 7.2 s with half as many workers again).
-    workers = concurrency if local else concurrency + max(2, concurrency // 2)
     progress = Progress(total=len(rows), price_in=a.price_in, price_out=a.price_out)
     stop = threading.Event()
     old = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     t0 = time.perf_counter()
     try:
-        _with_progress_bar(lambda cb: grade_rows(ev, les, rows, store, workers, progress, cb, stop), progress)
+        _with_progress_bar(lambda cb: grade_rows(ev, les, rows, store, a.concurrency, progress, cb, stop), progress)
     except KeyboardInterrupt:
         print(
             f"\nstopped: {progress.done} of {progress.total} rows are saved in {out / 'results.sqlite3'}. "

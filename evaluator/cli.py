@@ -217,8 +217,8 @@ def cmd_questions(a: argparse.Namespace) -> int:
         les = res.load_eval_set(a.eval_set)
         texts = [t for q in les.eval_set.questions for t in q.reference_texts]
         path = bank_vectors_path(les.path)
-        write_bank_vectors(path, get_embedder(a.embedder), texts)
-        print(f"wrote {path}: {len(set(texts))} texts of {les.eval_set.id}")
+        n = write_bank_vectors(path, get_embedder(a.embedder), texts)
+        print(f"wrote {path}: {n} texts of {les.eval_set.id}")
         return 0
     if a.qcommand == "validate":
         rubrics = res.rubrics()

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from .errors import JudgeConfigError
 
 DEFAULT_MAX_ANSWER_CHARS = 8000
+DEFAULT_CONCURRENCY = 8  # endpoint requests in flight at once, unless `grade --concurrency` says otherwise
 DEFAULT_EMBEDDER = "minilm"
 
 

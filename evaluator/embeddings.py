@@ -134,12 +134,14 @@ def bank_vectors_path(eval_set_path: Path) -> Path:
     return eval_set_path.with_name(eval_set_path.stem + ".vectors.npz")
 
 
-def write_bank_vectors(path: Path, embedder: Embedder, texts: list[str]) -> None:
-    """Encodes `texts` and writes them keyed by text hash, with the model's name, for `read_bank_vectors`."""
+def write_bank_vectors(path: Path, embedder: Embedder, texts: list[str]) -> int:
+    """Encodes `texts` and writes them keyed by text hash, with the model's name, for `read_bank_vectors`;
+    returns how many distinct texts it wrote."""
     texts = list(dict.fromkeys(texts))
     vectors = np.asarray(embedder.encode(texts), dtype=np.float32)
     with open(path, "wb") as f:  # an open file: np.savez would append .npz to a name lacking it
         np.savez(f, model=np.array(embedder.name), keys=np.array([VectorCache.key(t) for t in texts]), vectors=vectors)
+    return len(texts)
 
 
 def read_bank_vectors(path: Path, model: str) -> dict[str, np.ndarray]:

@@ -21,7 +21,7 @@ from typing import Protocol
 import pydantic
 from pydantic import BaseModel
 
-from .config import JudgeSettings
+from .config import DEFAULT_CONCURRENCY, JudgeSettings
 from .errors import JudgeConfigError
 from .models import JudgeOutput, Question, Rubric, Usage
 from .prompts import Messages, PromptSet
@@ -374,7 +374,7 @@ class OpenAIBackend:
         self.max_attempts = max_attempts
         self.dialect = settings.dialect if settings.dialect != "auto" else None
         self.logprobs_supported: bool | None = None
-        self.limit_in_flight(8)
+        self.limit_in_flight(DEFAULT_CONCURRENCY)
 
     def limit_in_flight(self, n: int) -> None:
         """At most `n` requests at the endpoint at once (`grade --concurrency`). Only the HTTP exchange holds a
