@@ -12,7 +12,8 @@
 (c) a re-run of the finished batch: judge calls made (must be 0);
 (d) the embedded default judge (probability mode, reference-only rubric) on real short answers (the Mohler
     set in ../shared/datasets, questions imported with `evaluator questions import`), rows grouped by question:
-    answers/s of a warm batch (model loaded, verdict cache off) end to end and in the grading phase.
+    answers/s of a warm batch (model loaded, verdict cache off) end to end and in the grading phase, beside
+    the judge alone on the same answers in the same order just before (the machine's speed drifts).
 
 The fake server runs in a child process, as a real endpoint would, so its work does not compete with
 the client for the interpreter lock. (b) and (c) run `evaluator grade` as a new process each, as users do
@@ -346,7 +347,11 @@ def part_d(a, work: Path) -> list[tuple[str, str]]:
     t0 = time.perf_counter()
     run_grade([str(src_warm), *args, "--out", str(work / "d-cold")])  # loads the model and the embedder
     load = time.perf_counter() - t0
+    # Like (a)'s bare encode: the judge alone just before the batch shows what the machine allows right now.
+    alone = judge_alone_secs(bank, rows)
     wall, grading, _ = run_grade([str(src), *args, "--out", str(work / "d")])
+    with open(work / "d" / "verdicts.jsonl", encoding="utf-8") as f:
+        in_batch = sum(json.loads(line)["usage"]["seconds"] for line in f)
     n = len(rows)
     return [
         (
@@ -354,9 +359,34 @@ def part_d(a, work: Path) -> list[tuple[str, str]]:
             f"{n} answers, {len({r['question_id'] for r in rows})} questions; "
             f"first load and 5 answers {load:.1f} s (excluded)",
         ),
-        ("(d) warm batch end to end", f"{n / wall:8.2f} answers/s ({wall:.1f} s)  (target >= 2)"),
-        ("(d) warm grading phase", f"{n / grading:8.2f} answers/s ({grading:.1f} s)"),
-    ]
+        ("(d) the judge alone just before", f"{n / alone:8.2f} answers/s ({alone:.1f} s; the same reads in the "
+                                            "same order, without embedding, store or outputs)"),
+        ("(d) warm batch end to end", f"{n / wall:8.2f} answers/s ({wall:.1f} s)  (target >= 2; "
+                                      f"{alone / wall:.0%} of the judge alone)"),
+        ("(d) warm grading phase", f"{n / grading:8.2f} answers/s ({grading:.1f} s; the judge's calls in it "
+                                   f"{in_batch:.1f} s)"),
+    ]  # fmt: skip
+
+
+def judge_alone_secs(bank: Path, rows: list[dict]) -> float:
+    """Seconds the embedded judge takes for `rows` in the grader's order (grouped by question), called directly."""
+    from evaluator.config import resolve_judge_settings
+    from evaluator.judges import make_judge
+    from evaluator.prompts import PromptSet
+    from evaluator.resources import Resources
+
+    res = Resources.locate()
+    les = res.load_eval_set(bank)
+    prompts = PromptSet(res.prompts_dir)
+    judge = make_judge(resolve_judge_settings("local"))  # the grader's instance: the model is loaded once
+    order = sorted(range(len(rows)), key=lambda i: (rows[i]["question_id"], i))
+    t0 = time.perf_counter()
+    for i in order:
+        q = les.by_id[rows[i]["question_id"]]
+        result = judge.judge(q, res.rubric(les.rubric_id_for(q)).rubric, rows[i]["answer"].strip(), prompts)
+        if result.status != "scored":
+            raise RuntimeError(f"the judge alone did not score row {i}: {result.reason}")
+    return time.perf_counter() - t0
 
 
 if __name__ == "__main__":
