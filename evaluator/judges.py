@@ -184,7 +184,9 @@ class Judge:
         return self.backend.model
 
     def describe(self) -> dict:
-        return {"backend": self.backend.name, "model": self.backend.model, "mode": self.mode}
+        out = {"backend": self.backend.name, "model": self.backend.model, "mode": self.mode}
+        read_version = getattr(self.backend, "read_version", None)
+        return out | {"read_version": read_version} if read_version else out
 
     def limit_in_flight(self, n: int) -> None:
         """Bounds concurrent endpoint requests (backends without an endpoint have nothing to bound)."""

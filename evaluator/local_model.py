@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import itertools
 import os
 import sys
 import threading
@@ -83,6 +84,9 @@ class LocalBackend:
     """llama-cpp-python in process. One model per process, shared across threads under a lock."""
 
     name = "local"
+    # How readings are computed. It joins the verdict cache key: bump it when a change moves readings.
+    # 2: every prompt in fixed pieces (before, the first read of an answer evaluated it with its ask).
+    read_version = 2
     _instances: dict[str, LocalBackend] = {}
     _instances_lock = threading.Lock()
 
@@ -152,37 +156,40 @@ class LocalBackend:
         ]
         return [self.tokenize(t) for t in texts]
 
+    def pieces(self, messages: Messages) -> list[list[int]]:
+        """The prompt's tokens as the pieces it is always evaluated in, one decode call each. They depend on the
+        prompt alone: the system header; the shared prefix; then the answer and the ask together, or apart when
+        there is an ask (several reads of one answer differ only in it, and reuse the answer)."""
+        system, shared, answer, ask = self.segments(messages)
+        return [system, shared, answer, ask] if messages.ask else [system, shared, answer + ask]
+
     def read_digits(self, messages: Messages, digits: list[str]) -> tuple[DigitRead, Usage]:
         """Evaluates the prompt and reads the next-token distribution over the allowed digits straight from the
-        logits: no token is sampled. The KV cache is reused whole segments at a time (the shared prefix, and the
-        answer while only the ask changes), never part of one, and what is not reused is evaluated from a segment
-        boundary. So the same sequence of reads gives the same readings whatever was read before: a cleaned copy of
-        an answer reads exactly as the clean answer does, which the injection guard relies on."""
+        logits: no token is sampled.
+
+        A row's result in llama.cpp depends on how its decode call is cut: the CPU kernels compute the last
+        (n mod 4) rows of a call another way, which moves logits by up to ~0.4. So every prompt is evaluated in
+        the same pieces (`pieces`), whatever is in the KV cache, and only whole pieces are reused. A reading then
+        depends on the prompt alone, never on what was read before: a resumed batch reads as an uninterrupted one,
+        and a cleaned copy of an answer reads exactly as the clean answer, which the injection guard relies on."""
         with self._lock:
             llm = self.llm
             t0 = time.perf_counter()
-            segs = self.segments(messages)
-            tokens = [t for seg in segs for t in seg]
+            pieces = self.pieces(messages)
+            tokens = [t for piece in pieces for t in piece]
             if len(tokens) >= self.n_ctx:
                 raise JudgeReplyError(f"prompt of {len(tokens)} tokens exceeds the context of {self.n_ctx}")
             cached = list(llm.input_ids[: int(llm.n_tokens)])
-            reuse, end = 0, 0
-            for seg in segs[:-1]:  # the last segment is always evaluated: the logits come from it
-                end += len(seg)
+            ends = list(itertools.accumulate(len(p) for p in pieces))
+            reuse = 0
+            for end in ends[:-1]:  # the last piece is always evaluated: the logits come from it
                 if cached[:end] != tokens[:end]:
                     break
                 reuse = end
-            shared = len(segs[0]) + len(segs[1])
-            if reuse > shared and cached[reuse:] == tokens[reuse:]:
-                # The very same prompt again: evaluate the answer and ask together, as the first time did (the
-                # ask alone on a cached answer gives slightly different logits).
-                reuse = shared
             llm.n_tokens = reuse
-            # At most two decode calls, each with a large fixed cost on CPU: the shared part when it changed, then
-            # the answer and the ask together (or the ask alone when only the ask changed).
-            if reuse < shared:
-                llm.eval(tokens[reuse:shared])
-            llm.eval(tokens[max(reuse, shared) :])
+            for start, end in itertools.pairwise([0, *ends]):
+                if end > reuse and end > start:
+                    llm.eval(tokens[start:end])
             logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
             top = logits.max()
             logz = top + np.log(np.exp(logits - top).sum())
