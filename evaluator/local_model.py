@@ -167,8 +167,8 @@ class LocalBackend:
         """Evaluates the prompt and reads the next-token distribution over the allowed digits straight from the
         logits: no token is sampled.
 
-        A row's result in llama.cpp depends on how its decode call is cut: the CPU kernels compute the last
-        (n mod 4) rows of a call another way, which moves logits by up to ~0.4. So every prompt is evaluated in
+        A token's values in llama.cpp depend on how its decode call is cut: the CPU kernels compute the last
+        (n mod 4) tokens of a call another way, which moves logits by up to ~0.4. So every prompt is evaluated in
         the same pieces (`pieces`), whatever is in the KV cache, and only whole pieces are reused. A reading then
         depends on the prompt alone, never on what was read before: a resumed batch reads as an uninterrupted one,
         and a cleaned copy of an answer reads exactly as the clean answer, which the injection guard relies on."""
