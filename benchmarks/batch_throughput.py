@@ -4,8 +4,9 @@
 
 (a) answers/s of `grade` end to end (in-process; structured mode against an instant fake server; the real
     MiniLM embedder; a fresh verdict cache) beside the bare MiniLM encode rate on the same answers, measured
-    just before each case (this machine's speed drifts by up to ~20% over minutes), in three cases: the bank's first batch on this machine with the vectors shipped beside it (ml-screening.vectors.npz),
-    its first batch without them (as for an imported bank: references and key points are encoded too), and a
+    just before each case (this machine's speed drifts by up to ~20% over minutes), in three cases: the bank's
+    first batch on this machine with the vectors shipped beside it (ml-screening.vectors.npz), its first
+    batch without them (as for an imported bank: references and key points are encoded too), and a
     later batch (they are in the on-disk vector cache);
 (b) 1000 answers at --concurrency 32 against a server with 200 ms latency: wall time against the ideal
     N * latency / concurrency;
@@ -369,21 +370,18 @@ def part_d(a, work: Path) -> list[tuple[str, str]]:
 
 
 def judge_alone_secs(bank: Path, rows: list[dict]) -> float:
-    """Seconds the embedded judge takes for `rows` in the grader's order (grouped by question), called directly."""
-    from evaluator.config import resolve_judge_settings
-    from evaluator.judges import make_judge
-    from evaluator.prompts import PromptSet
-    from evaluator.resources import Resources
+    """Seconds the embedded judge takes for `rows` in the grader's order (grouped by question), called directly on
+    the answers as the grader prepares them."""
+    from evaluator.scoring import build_evaluator
 
-    res = Resources.locate()
-    les = res.load_eval_set(bank)
-    prompts = PromptSet(res.prompts_dir)
-    judge = make_judge(resolve_judge_settings("local"))  # the grader's instance: the model is loaded once
+    ev = build_evaluator("local", use_cache=False)  # the grader's judge instance: the model is loaded once
+    les = ev.resources.load_eval_set(bank)
     order = sorted(range(len(rows)), key=lambda i: (rows[i]["question_id"], i))
     t0 = time.perf_counter()
     for i in order:
         q = les.by_id[rows[i]["question_id"]]
-        result = judge.judge(q, res.rubric(les.rubric_id_for(q)).rubric, rows[i]["answer"].strip(), prompts)
+        rubric = ev.resources.rubric(les.rubric_id_for(q)).rubric
+        result = ev.judge.judge(q, rubric, ev.prepare_answer(rows[i]["answer"])[0], ev.prompts)
         if result.status != "scored":
             raise RuntimeError(f"the judge alone did not score row {i}: {result.reason}")
     return time.perf_counter() - t0
