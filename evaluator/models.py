@@ -38,6 +38,12 @@ class RedFlag(Strict):
         le=1.0,
         description="Fraction of the rubric's scale: the cap for 'cap', the deduction for 'penalty'; unused for 'fail'.",
     )
+    claim: str | None = Field(
+        default=None,
+        min_length=5,
+        description="The false statement a candidate who commits this red flag would make, in a candidate's words "
+        "(e.g. 'Clustering is a kind of supervised learning.'). Used to detect the flag by meaning.",
+    )
 
 
 class Band(str, Enum):
@@ -288,6 +294,18 @@ class RedFlagResult(BaseModel):
     evidence_supported: bool | None = None
 
 
+class KeyPointResult(BaseModel):
+    """One key point of the question, judged against the answer."""
+
+    text: str
+    probability: float | None = Field(
+        default=None, description="The judge's probability that the answer states this point, in any words."
+    )
+    covered: bool = False
+    evidence: str = Field(default="", description="The answer sentence that covers the point best, quoted exactly.")
+    similarity: float | None = Field(default=None, description="Cosine of that sentence to the point (MiniLM).")
+
+
 class ReviewFlag(BaseModel):
     code: str
     reason: str
@@ -353,6 +371,7 @@ class Verdict(BaseModel):
         default_factory=dict, description="Extra holistic views: expected 0-5, probabilities."
     )
     criteria: list[CriterionResult] = Field(default_factory=list)
+    key_points: list[KeyPointResult] = Field(default_factory=list)
     red_flags: list[RedFlagResult] = Field(default_factory=list)
     rationale: str = ""
     review_flags: list[ReviewFlag] = Field(default_factory=list)
