@@ -503,11 +503,7 @@ def _dry_run(ev: Evaluator, les: LoadedEvalSet, rows: list[Row], a) -> int:
         q = les.by_id[r.question_id]
         rubric = ev.resources.rubric(les.rubric_id_for(q)).rubric
         text = ev.render_prompt(les, q, r.answer)
-        if ev.judge.mode == "probability":
-            n = (len(rubric.criteria) if rubric.holistic_weight < 1 else 0) + int(rubric.holistic) + len(rubric.views)
-            n += len(q.red_flags) if rubric.red_flag_policy.judge_red_flags else 0
-        else:
-            n = 1
+        n = ev.judge.read_count(q, rubric)
         calls += n
         tokens += n * len(text) // 4
     cost = tokens * a.price_in / 1e6

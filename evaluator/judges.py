@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from .config import DEFAULT_CONCURRENCY, JudgeSettings
 from .errors import JudgeConfigError
+from .key_points import key_points_of
 from .models import JudgeOutput, Question, Rubric, Usage
 from .prompts import Messages, PromptSet
 
@@ -81,6 +82,10 @@ class JudgeResult(BaseModel):
     criteria: dict[str, CriterionOut] = {}
     holistic: DigitRead | None = None
     views: dict[str, DigitRead] = {}
+    # Key-point reads (rubrics scored by key points, probability mode): the key-idea reading 0-5, then per key
+    # point the probability that the answer states it, in order.
+    keyidea: DigitRead | None = None
+    points: list[float] = []
     red_flags: dict[str, FlagOut] = {}
     rationale: str = ""
     off_task: bool | None = None
@@ -194,12 +199,50 @@ class Judge:
         if limit:
             limit(n)
 
+    def read_count(self, q: Question, rubric: Rubric) -> int:
+        """How many judge calls one answer costs (before any injection re-read)."""
+        if self.mode != "probability":
+            return 1
+        if rubric.scoring == "key_points":
+            return len(key_point_plan(q, key_points_of(q), rubric))
+        n = (len(rubric.criteria) if rubric.holistic_weight < 1 else 0) + int(rubric.holistic) + len(rubric.views)
+        return n + (len(q.red_flags) if rubric.red_flag_policy.judge_red_flags else 0)
+
     # -- probability mode
 
     def judge(self, q: Question, rubric: Rubric, answer: str, prompts: PromptSet) -> JudgeResult:
         if self.mode == "probability":
+            if rubric.scoring == "key_points":
+                return self._key_points(q, rubric, answer, prompts)
             return self._probability(q, rubric, answer, prompts)
         return self._structured(q, rubric, answer, prompts)
+
+    def _key_points(self, q: Question, rubric: Rubric, answer: str, prompts: PromptSet) -> JudgeResult:
+        """One shared prefix per question, the answer once, then short asks: the key idea (0-5), each key point
+        (yes/no) and each red flag's false claim (yes/no). Text addressed to the grader states no key point, so
+        it earns nothing here."""
+        usage = Usage()
+        out = JudgeResult(mode="probability")
+        points = key_points_of(q)
+        try:
+            for ask, kw, digits in key_point_plan(q, points, rubric):
+                read, u = self.backend.read_digits(prompts.point_read(q, points, answer, ask, **kw), digits)
+                usage.add(u)
+                if ask == "read_keyidea":
+                    out.keyidea = read
+                elif ask == "read_point":
+                    out.points.append(read.probabilities["1"])
+                else:
+                    p = read.probabilities["1"]
+                    out.red_flags[kw["flag_id"]] = FlagOut(
+                        hit=p >= rubric.red_flag_policy.min_probability, probability=p
+                    )
+        except EndpointError as e:
+            out.status, out.reason, out.retryable = "unscored", str(e), e.retryable
+        except JudgeReplyError as e:
+            out.status, out.reason = "unscored", f"judge reply unusable: {e}"
+        out.usage = usage
+        return out
 
     def _probability(self, q: Question, rubric: Rubric, answer: str, prompts: PromptSet) -> JudgeResult:
         usage = Usage()
@@ -308,6 +351,15 @@ class Judge:
         assert isinstance(parsed, ExplainOutput)
         ev = {c.criterion: (c.evidence, c.reason) for c in parsed.criteria}
         return ev, parsed.rationale, usage, ""
+
+
+def key_point_plan(q: Question, points: list[str], rubric: Rubric) -> list[tuple[str, dict, list[str]]]:
+    """The reads a key-point judgment makes, in order: (ask template, its arguments, the digits read)."""
+    plan: list[tuple[str, dict, list[str]]] = [("read_keyidea", {}, VIEW_DIGITS)]
+    plan += [("read_point", {"n": i, "point": p}, FLAG_DIGITS) for i, p in enumerate(points, 1)]
+    if rubric.red_flag_policy.judge_red_flags:
+        plan += [("read_claim", {"claim": f.claim or f.description, "flag_id": f.id}, FLAG_DIGITS) for f in q.red_flags]
+    return plan
 
 
 @functools.cache

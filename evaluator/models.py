@@ -202,6 +202,13 @@ class Rubric(Strict):
         default=0.0, ge=0.0, le=1.0, description="Weight of reference similarity in the final score."
     )
     red_flag_policy: RedFlagPolicy = Field(default_factory=RedFlagPolicy)
+    scoring: Literal["key_points", "criteria"] = Field(
+        default="key_points",
+        description="How probability-mode judges (the embedded default) score: 'key_points' reads the key idea, each "
+        "key point and each red flag's claim, and maps them to the score with a model fitted on human grades; "
+        "'criteria' reads each criterion's level (and holistic/views) and weights them. Structured mode (endpoints) "
+        "always returns per-criterion levels.",
+    )
     calibration: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*\.json$",
@@ -282,6 +289,7 @@ class CriterionResult(BaseModel):
     evidence: str = ""
     evidence_supported: bool | None = None
     reason: str = ""
+    derived_from: str = Field(default="", description="Where the level comes from when the criterion was not read.")
 
 
 class RedFlagResult(BaseModel):

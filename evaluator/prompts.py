@@ -18,6 +18,7 @@ from .errors import PromptTemplateError
 from .models import Criterion, Question, RedFlag, Rubric, View
 
 _FENCE_LOOKALIKE = re.compile(r"<\s*/?\s*answer\b[^>]*>", re.IGNORECASE)
+POINT_TEMPLATES = ("system_reference", "context_points", "answer_reference", "read_keyidea", "read_point", "read_claim")
 _SPECIAL_TOKEN = re.compile(r"<\|[^|<>]{0,40}\|>")
 
 
@@ -61,6 +62,12 @@ class PromptSet:
             h.update(p.name.encode())
             h.update(p.read_bytes())
         self.hash = h.hexdigest()[:16]
+        # The templates key-point reads use: the grade model fitted on those readings stays valid while they stay.
+        h = hashlib.sha256()
+        for name in POINT_TEMPLATES:
+            p = folder / f"{name}.j2"
+            h.update(p.read_bytes() if p.exists() else b"")
+        self.points_hash = h.hexdigest()[:16]
 
     def _render(self, name: str, **kw) -> str:
         try:
@@ -119,6 +126,17 @@ class PromptSet:
 
     def red_flag_read(self, q: Question, r: Rubric, answer: str, flag: RedFlag) -> Messages:
         return self.build(q, r, answer, "intro_probability", "read_red_flag", compact=True, flag=flag)
+
+    def point_read(self, q: Question, points: list[str], answer: str, ask: str, **ask_kw) -> Messages:
+        """A key-point read: one shared prefix per question (key-idea scale, question, references, key points),
+        the fenced answer, then one short ask (`read_keyidea`, `read_point` or `read_claim`). Every read of an
+        answer differs only in the ask, so the answer is evaluated once and each further read costs its ask."""
+        return Messages(
+            system=self._render("system_reference.j2"),
+            prefix=self._render("context_points.j2", question=q, points=points),
+            answer_block=self._render("answer_reference.j2", answer=neutralise(answer)),
+            ask=self._render(f"{ask}.j2", **ask_kw),
+        )
 
     def structured(self, q: Question, r: Rubric, answer: str) -> Messages:
         return self.build(q, r, answer, "intro_structured", "ask_structured")

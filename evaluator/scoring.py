@@ -19,11 +19,14 @@ from .cache import VerdictCache, cache_key
 from .config import DEFAULT_MAX_ANSWER_CHARS, JudgeSettings, cache_dir, resolve_judge_settings
 from .embeddings import Embedder, bank_vectors_path, get_embedder, read_bank_vectors
 from .errors import InputError
+from .grade_model import MODEL_FILE, GradeModel, features_of, load_grade_model, unfitted_fraction
 from .guards import evidence_supported, injection_spans, sanitised_variants, strip_invisible
-from .judges import CriterionOut, FlagOut, Judge, JudgeResult, make_judge
+from .judges import CriterionOut, FlagOut, Judge, JudgeResult, key_point_plan, make_judge
+from .key_points import best_sentences, key_points_of
 from .models import (
     CriterionResult,
     Effect,
+    KeyPointResult,
     Provenance,
     Question,
     RedFlag,
@@ -266,7 +269,11 @@ class Evaluator:
         text, _ = self.prepare_answer(answer)
         if self.judge.mode == "probability":
             r = lr.rubric
-            if r.holistic:
+            if r.scoring == "key_points":
+                points = key_points_of(q)
+                ask, kw, _digits = key_point_plan(q, points, r)[0]
+                msgs = self.prompts.point_read(q, points, text, ask, **kw)
+            elif r.holistic:
                 msgs = self.prompts.holistic_read(q, r, text)
             elif r.views:
                 msgs = self.prompts.view_read(q, r, text, r.views[0])
@@ -340,6 +347,8 @@ class Evaluator:
             )
         if result.off_task:
             flags.append(ReviewFlag(code="off_task", reason="the judge found the answer off-task or addressed to it"))
+        if result.keyidea is not None:
+            return self._key_point_verdict(q, rubric, text, result, sim, flags, usage, base, mapping)
 
         # Explanation pass: generated after the levels are fixed; it never changes a number.
         if self.judge.mode == "probability" and self.explain_enabled():
@@ -407,13 +416,6 @@ class Evaluator:
                     code="unsupported_evidence", reason=f"quotes not found in the answer for: {', '.join(unsupported)}"
                 )
             )
-        if any(h.effect == Effect.fail for h in hits):
-            flags.append(
-                ReviewFlag(
-                    code="red_flag_fail",
-                    reason=f"red flag with effect 'fail': {', '.join(h.id for h in hits if h.effect == Effect.fail)}",
-                )
-            )
 
         levels = {c.id: c.level for c in criteria if c.level is not None}
         holistic = overall_level(result)
@@ -427,20 +429,7 @@ class Evaluator:
             base.update(scale_min=lo, scale_max=hi)
             score_100 = round(100 * (score - lo) / (hi - lo), 2)
 
-        if sim.best_reference >= DISAGREE_HIGH_SIM and fraction <= DISAGREE_LOW_SCORE:
-            flags.append(
-                ReviewFlag(
-                    code="judge_similarity_disagree",
-                    reason=f"close to the reference (cosine {sim.best_reference:.2f}) but judged low",
-                )
-            )
-        elif sim.best_reference <= DISAGREE_LOW_SIM and fraction >= DISAGREE_HIGH_SCORE:
-            flags.append(
-                ReviewFlag(
-                    code="judge_similarity_disagree",
-                    reason=f"far from the reference (cosine {sim.best_reference:.2f}) but judged high",
-                )
-            )
+        flags += _fail_and_disagreement_flags(hits, sim, fraction)
 
         return Verdict(
             status="scored",
@@ -462,9 +451,157 @@ class Evaluator:
             **base,
         )
 
+    # -- key-point verdicts (probability mode, rubric scoring "key_points")
+
+    def grade_model(self) -> GradeModel | None:
+        """The shipped grade model when it was fitted on this judge's readings, else None."""
+        if not hasattr(self, "_grade_model"):
+            m = load_grade_model(self.resources.root / "rubrics" / MODEL_FILE)
+            reading = {
+                "judge_backend": self.judge.backend_name,
+                "judge_model": self.judge.model_name,
+                "prompt_hash": self.prompts.points_hash,
+            } | ({"read_version": str(rv)} if (rv := self.judge.describe().get("read_version")) else {})
+            self._grade_model = m if m is not None and m.fits(reading) else None
+        return self._grade_model
+
+    def _key_point_verdict(
+        self, q, rubric, text, result: JudgeResult, sim: Similarity, flags, usage, base, mapping
+    ) -> Verdict:
+        points = key_points_of(q)
+        evidence = best_sentences(self.embedder, points, text)
+        row = features_of(
+            result.keyidea.expected if result.keyidea else None,
+            result.points,
+            sim.best_reference,
+            [e.similarity for e in evidence],
+            len(text.split()),
+            len(q.references[0].split()),
+        )
+        model = self.grade_model()
+        fraction = model.fraction(row) if model else unfitted_fraction(row)
+        red, hits = self._claim_flags(q, result, model)
+        fraction = apply_red_flags(fraction, hits)
+        kps = [
+            KeyPointResult(
+                text=p,
+                probability=round(pr, 4),
+                covered=pr >= 0.5,
+                evidence=e.sentence if pr >= 0.5 else "",
+                similarity=e.similarity,
+            )
+            for p, pr, e in zip(points, result.points, evidence, strict=True)
+        ]
+        raw = to_scale(fraction, rubric)
+        score, score_100 = raw, round(fraction * 100, 2)
+        if mapping is not None:
+            levels = {"keyidea": row["keyidea"] * 4}
+            score = round(mapping.apply(verdict_features(q.id, raw, None, levels, sim, len(text))), 2)
+            base.update(scale_min=mapping.scale_min, scale_max=mapping.scale_max)
+            score_100 = round(100 * (score - mapping.scale_min) / (mapping.scale_max - mapping.scale_min), 2)
+        flags += _fail_and_disagreement_flags(hits, sim, fraction)
+        return Verdict(
+            status="scored",
+            score=score,
+            score_100=score_100,
+            raw_score=raw,
+            holistic_level=round(4 * result.keyidea.expected / 5, 4) if result.keyidea else None,
+            views={
+                "keyidea": {
+                    "expected": round(result.keyidea.expected, 4),
+                    "probabilities": result.keyidea.probabilities,
+                }
+            }
+            if result.keyidea
+            else {},
+            criteria=derived_criteria(rubric, row, fraction),
+            key_points=kps,
+            red_flags=red,
+            rationale=assembled_rationale(kps, red, row, model, score, rubric, base),
+            review_flags=flags,
+            similarity=sim,
+            usage=usage,
+            answer_chars=len(text),
+            **base,
+        )
+
+    def _claim_flags(self, q: Question, result: JudgeResult, model: GradeModel | None):
+        """Red flags read as their false claims. They act on the score only where the detector was measured to
+        work (AUC >= 0.75 on the red-flag set, with the threshold chosen there); otherwise they are shown as
+        'possible' with their probability and change nothing."""
+        defs = {f.id: f for f in q.red_flags}
+        gate = model.red_flags if model else None
+        red, hits = [], []
+        for fid, fo in result.red_flags.items():
+            p = fo.probability or 0.0
+            hit = bool(gate and gate.get("effective")) and p >= float(gate["threshold"])
+            if hit:
+                hits.append(defs[fid])
+            if hit or p >= 0.25:
+                f = defs[fid]
+                red.append(RedFlagResult(id=fid, hit=hit, effect=f.effect, value=f.value, probability=round(p, 4)))
+        return red, hits
+
     def _judge(self, q: Question, rubric: Rubric, text: str) -> JudgeResult:
         self.judge_calls += 1
         return self.judge.judge(q, rubric, text, self.prompts)
+
+
+def _fail_and_disagreement_flags(hits: list[RedFlag], sim: Similarity, fraction: float) -> list[ReviewFlag]:
+    out = []
+    fails = [h.id for h in hits if h.effect == Effect.fail]
+    if fails:
+        out.append(ReviewFlag(code="red_flag_fail", reason=f"red flag with effect 'fail': {', '.join(fails)}"))
+    if sim.best_reference >= DISAGREE_HIGH_SIM and fraction <= DISAGREE_LOW_SCORE:
+        why = f"close to the reference (cosine {sim.best_reference:.2f}) but judged low"
+        out.append(ReviewFlag(code="judge_similarity_disagree", reason=why))
+    elif sim.best_reference <= DISAGREE_LOW_SIM and fraction >= DISAGREE_HIGH_SCORE:
+        why = f"far from the reference (cosine {sim.best_reference:.2f}) but judged high"
+        out.append(ReviewFlag(code="judge_similarity_disagree", reason=why))
+    return out
+
+
+def derived_criteria(rubric: Rubric, row: dict[str, float], fraction: float) -> list[CriterionResult]:
+    """A level per criterion without a criterion read: correctness from the key-idea reading, coverage from the
+    key points, any other criterion from the overall score. Each says what it was derived from."""
+    sources = {
+        "correctness": (row["keyidea"], "the key-idea reading"),
+        "coverage": (row["points_mean"], "the key-point reads (mean probability)"),
+        "completeness": (row["points_mean"], "the key-point reads (mean probability)"),
+    }
+    out = []
+    for c in rubric.criteria:
+        value, source = sources.get(c.id, (fraction, "the overall score (not read separately)"))
+        level = None if np.isnan(value) else round(4 * float(value), 4)
+        out.append(CriterionResult(id=c.id, weight=c.weight, level=level, derived_from=source))
+    return out
+
+
+def assembled_rationale(
+    kps: list[KeyPointResult],
+    red: list[RedFlagResult],
+    row: dict[str, float],
+    model: GradeModel | None,
+    score: float,
+    rubric: Rubric,
+    base: dict,
+) -> str:
+    """The explanation, built from the reads only, so it cannot contradict the score or misquote the answer."""
+    covered = [k for k in kps if k.covered]
+    parts = [f"Score {score:g} of {base['scale_max']:g}. Covers {len(covered)} of {len(kps)} key points."]
+    parts += [f'Covered: {k.text} (p={k.probability:.2f}), e.g. "{k.evidence}".' for k in covered]
+    missing = [k for k in kps if not k.covered]
+    if missing:
+        parts.append("Missing: " + "; ".join(f"{k.text} (p={k.probability:.2f})" for k in missing) + ".")
+    for r in red:
+        effect = f"applied ({r.effect.value})" if r.hit else "possible, no effect on the score"
+        parts.append(f"Red flag {r.id}: p={r.probability:.2f}, {effect}.")
+    if not np.isnan(row["keyidea"]):
+        parts.append(f"Key-idea reading {5 * row['keyidea']:.1f} of 5.")
+    if model is not None:
+        push = sorted(model.contributions(row).items(), key=lambda kv: -abs(kv[1]))[:2]
+        parts.append("Moved most by: " + ", ".join(f"{f} ({'+' if v >= 0 else '-'})" for f, v in push) + ".")
+    return " ".join(parts)
 
 
 def verdict_features(question_id, raw, holistic, levels, sim: Similarity | None, chars: int) -> dict:
@@ -503,6 +640,10 @@ def _lower_of(a: JudgeResult, b: JudgeResult | None) -> JudgeResult:
     for name, r in b.views.items():
         if name not in out.views or r.expected < out.views[name].expected:
             out.views[name] = r
+    if b.keyidea and (out.keyidea is None or b.keyidea.expected < out.keyidea.expected):
+        out.keyidea = b.keyidea
+    if len(b.points) == len(out.points):
+        out.points = [min(x, y) for x, y in zip(out.points, b.points, strict=True)]
     for fid, fo in b.red_flags.items():
         mine = out.red_flags.get(fid)
         if mine is None or (fo.probability or 0) > (mine.probability or 0) or (fo.hit and not mine.hit):

@@ -1,0 +1,382 @@
+"""Grading quality on answers no one here wrote, from stored judge outputs; fits the default grade model.
+
+    python benchmarks/quality.py                       # the whole table from benchmarks/results/quality-*.jsonl
+    python benchmarks/quality.py --write-model         # ... and write rubrics/key_points.model.json
+    python benchmarks/quality.py --collect saf         # grade a set with the embedded judge, appending reads
+                                                       # (saf, mohler, exemplars, redflags; resumable)
+
+Data: ../shared/datasets/{mohler,saf}/answers.csv (read there, never copied), the ML bank's exemplars, and the
+red-flag set eval_sets/ml-screening.redflags.yaml. The stored files hold, per answer, the readings and the
+feature row, never the answer text. Every figure is out of sample: 5-fold cross-validation grouped by question
+over Mohler and SAF together, so a question's answers never train the model that scores them. The ML bank
+exemplars and the red-flag set are never used for fitting the grade model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from scipy.stats import pearsonr, spearmanr
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import Ridge
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GroupKFold
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from evaluator import build_evaluator  # noqa: E402
+from evaluator.grade_model import FEATURES, MODEL_FILE, GradeModel, features_of  # noqa: E402
+from evaluator.models import EvalSet, Question, Verdict  # noqa: E402
+from evaluator.resources import LoadedEvalSet  # noqa: E402
+
+DATASETS = ROOT.parent / "shared" / "datasets"
+RESULTS = ROOT / "benchmarks" / "results"
+BANK = ROOT / "eval_sets" / "ml-screening.yaml"
+REDFLAG_SET = ROOT / "eval_sets" / "ml-screening.redflags.yaml"
+BAND_TARGET = {"weak": 0.15, "partial": 0.525, "strong": 0.875}  # the bands' mid-points, for the fit check only
+RIDGE_ALPHAS = (0.1, 1.0, 10.0, 100.0)
+
+
+# ---------------------------------------------------------------------------------------------------- collect
+
+
+def _csv_questions(name: str) -> tuple[LoadedEvalSet, list[dict]]:
+    with open(DATASETS / name / "answers.csv", encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    qs: dict[str, Question] = {}
+    for r in rows:
+        qid = r["question_id"] if name == "saf" else f"mohler-{r['question_id']}"
+        r["qid"] = qid
+        r["target"] = float(r["grade"]) / float(r["max_grade"])
+        if qid not in qs:
+            qs[qid] = Question(
+                id=qid, level="mid", topic=name, question=r["question"], references=[r["reference_answer"]]
+            )
+    es = EvalSet(id=name, version="1", rubric="reference-only", questions=list(qs.values()))
+    return LoadedEvalSet(eval_set=es, path=RESULTS / f"{name}.yaml", hash=name), rows
+
+
+def _bank_items(name: str) -> tuple[LoadedEvalSet, list[dict]]:
+    ev = build_evaluator(use_cache=False)
+    les = ev.resources.load_eval_set("ml-screening")
+    items = []
+    if name == "exemplars":
+        for q in les.eval_set.questions:
+            for e in q.exemplars:
+                items.append(
+                    {"qid": q.id, "answer_id": f"{q.id}:{e.band.value}", "answer": e.answer, "band": e.band.value}
+                    | {"target": BAND_TARGET[e.band.value], "range": list(e.score_range)}
+                )
+    else:
+        data = yaml.safe_load(REDFLAG_SET.read_text(encoding="utf-8"))
+        for entry in data["questions"]:
+            for i, a in enumerate(entry["answers"]):
+                items.append(
+                    {"qid": entry["question_id"], "answer_id": f"{entry['question_id']}:{i}", "answer": a["answer"]}
+                    | {"shows": a["shows"]}
+                )
+    return les, items
+
+
+def _order(rows: list[dict], per_round: int, seed: int = 0) -> list[dict]:
+    """Rounds of `per_round` answers per question, grouped by question inside a round: a run stopped early still
+    covers every question, and the judge's prefix cache is reused within each group."""
+    by_q: dict[str, list[dict]] = {}
+    for r in rows:
+        by_q.setdefault(r["qid"], []).append(r)
+    rng = random.Random(seed)
+    for v in by_q.values():
+        rng.shuffle(v)
+    out, k = [], 0
+    while any(len(v) > k for v in by_q.values()):
+        for qid in sorted(by_q):
+            out += by_q[qid][k : k + per_round]
+        k += per_round
+    return out
+
+
+def row_of(q: Question, text: str, v: Verdict) -> dict[str, float]:
+    """The feature row of a stored verdict, through the same function the grader uses."""
+    keyidea = (v.views.get("keyidea") or {}).get("expected")
+    return features_of(
+        keyidea,
+        [k.probability or 0.0 for k in v.key_points],
+        v.similarity.best_reference if v.similarity else None,
+        [k.similarity or 0.0 for k in v.key_points],
+        len(text.split()),
+        len(q.references[0].split()),
+    )
+
+
+def collect(name: str) -> None:
+    les, rows = _csv_questions(name) if name in ("saf", "mohler") else _bank_items(name)
+    out = RESULTS / f"quality-{name}.jsonl"
+    done = set()
+    if out.exists():
+        done = {json.loads(line)["answer_id"] for line in out.read_text(encoding="utf-8").splitlines() if line}
+    ev = build_evaluator(use_cache=False, explain=False)
+    todo = [r for r in _order(rows, 20 if name == "saf" else 8) if r["answer_id"] not in done]
+    print(f"{name}: {len(done)} stored, {len(todo)} to grade", flush=True)
+    t0 = time.perf_counter()
+    with open(out, "a", encoding="utf-8") as f:
+        for i, r in enumerate(todo, 1):
+            q = les.by_id[r["qid"]]
+            text, _ = ev.prepare_answer(r["answer"])
+            v = ev.score(les, q, r["answer"])
+            rec = {k: r[k] for k in ("answer_id", "qid", "target", "verification", "band", "range", "shows") if k in r}
+            rec |= {"words": len(text.split()), "status": v.status, "seconds": round(v.usage.seconds, 3)}
+            if v.status == "scored":
+                rec |= {
+                    "row": row_of(q, text, v) if text else None,
+                    "points": [k.probability for k in v.key_points],
+                    "claims": {fo.id: fo.probability for fo in v.red_flags},
+                    "flags": [x.code for x in v.review_flags],
+                    "read_version": v.provenance.prompt_hash,
+                }
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+            if i % 25 == 0:
+                rate = i / (time.perf_counter() - t0)
+                print(f"  {i}/{len(todo)}  {rate:.2f} answers/s", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------- analyse
+
+
+def load(name: str) -> list[dict]:
+    p = RESULTS / f"quality-{name}.jsonl"
+    if not p.exists():
+        return []
+    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line]
+
+
+def matrix(recs: list[dict], features: tuple[str, ...] = FEATURES) -> np.ndarray:
+    x = np.array([[r["row"].get(f, math.nan) if r.get("row") else math.nan for f in features] for r in recs])
+    return x
+
+
+def fit(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> dict:
+    """Ridge on standardised features (alpha by inner grouped CV), then isotonic on its output."""
+    impute = np.nan_to_num(np.nanmean(x, axis=0))
+    x = np.where(np.isnan(x), impute, x)
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale = np.where(scale > 1e-9, scale, 1.0)
+    z = (x - mean) / scale
+    alpha = 10.0
+    if groups is not None and len(set(groups)) >= 5:
+        best = None
+        for a in RIDGE_ALPHAS:
+            pred = np.zeros(len(y))
+            for tr, te in GroupKFold(5).split(z, y, groups):
+                pred[te] = Ridge(alpha=a).fit(z[tr], y[tr]).predict(z[te])
+            err = float(np.mean((pred - y) ** 2))
+            if best is None or err < best[0]:
+                best = (err, a)
+        alpha = best[1]
+    ridge = Ridge(alpha=alpha).fit(z, y)
+    lin = ridge.predict(z)
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(lin, y)
+    return {
+        "impute": impute.tolist(),
+        "mean": mean.tolist(),
+        "scale": scale.tolist(),
+        "coef": ridge.coef_.tolist(),
+        "intercept": float(ridge.intercept_),
+        "iso_x": iso.X_thresholds_.tolist(),
+        "iso_y": iso.y_thresholds_.tolist(),
+        "alpha": alpha,
+    }
+
+
+def predict(params: dict, x: np.ndarray) -> np.ndarray:
+    x = np.where(np.isnan(x), params["impute"], x)
+    lin = ((x - params["mean"]) / params["scale"]) @ np.array(params["coef"]) + params["intercept"]
+    return np.clip(np.interp(lin, params["iso_x"], params["iso_y"]), 0.0, 1.0)
+
+
+def cv_predict(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int = 5) -> np.ndarray:
+    pred = np.zeros(len(y))
+    for tr, te in GroupKFold(folds).split(x, y, groups):
+        pred[te] = predict(fit(x[tr], y[tr], groups[tr]), x[te])
+    return pred
+
+
+def figures(pred: np.ndarray, y: np.ndarray, recs: list[dict]) -> dict[str, float]:
+    out = {
+        "n": len(y),
+        "pearson": float(pearsonr(pred, y)[0]),
+        "spearman": float(spearmanr(pred, y)[0]),
+        "rmse_5": float(np.sqrt(np.mean((5 * pred - 5 * y) ** 2))),
+    }
+    ver = np.array([r.get("verification", "") for r in recs])
+    cp = np.isin(ver, ["Correct", "Partially correct"])
+    if cp.sum() and len(set(ver[cp])) == 2:
+        out["auc_correct_vs_partial"] = float(roc_auc_score(ver[cp] == "Correct", pred[cp]))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--collect", choices=["saf", "mohler", "exemplars", "redflags"])
+    ap.add_argument("--write-model", action="store_true")
+    a = ap.parse_args()
+    if a.collect:
+        collect(a.collect)
+        return 0
+    return report(write_model=a.write_model)
+
+
+def _fold_figures(name: str, x: np.ndarray, y: np.ndarray, groups: np.ndarray, recs: list[dict], keep) -> dict:
+    pred = cv_predict(x, y, groups)
+    return {"all": figures(pred[keep["all"]], y[keep["all"]], [recs[i] for i in np.flatnonzero(keep["all"])])} | {
+        k: figures(pred[m], y[m], [recs[i] for i in np.flatnonzero(m)]) for k, m in keep.items() if k != "all"
+    }
+
+
+def report(write_model: bool) -> int:
+    t0 = time.perf_counter()
+    saf = [r for r in load("saf") if r["status"] == "scored"]
+    moh = [r for r in load("mohler") if r["status"] == "scored"]
+    recs = saf + moh
+    if not saf or not moh:
+        print("no stored reads yet: run --collect saf and --collect mohler first")
+        return 1
+    y = np.array([r["target"] for r in recs])
+    groups = np.array([r["qid"] for r in recs])
+    is_saf = np.array([r["qid"].startswith("saf-") for r in recs])
+    words = np.array([r["words"] for r in recs])
+    for r in recs:  # an empty answer has no reads: every feature missing, the model imputes
+        r["row"] = r.get("row") or {}
+    keep = {"saf>=5w": is_saf & (words >= 5), "saf all": is_saf, "mohler": ~is_saf}
+    keep["all"] = np.ones(len(y), bool)
+    print(f"stored reads: SAF {len(saf)} answers, Mohler {len(moh)} (question-grouped 5-fold CV over both)")
+    candidates = {
+        "words (log length ratio) alone": ("log_length_ratio",),
+        "MiniLM cosine alone": ("cosine",),
+        "key-idea read alone": ("keyidea",),
+        "key points alone": ("points_mean", "points_max", "points_covered"),
+        "key idea + key points": ("keyidea", "points_mean", "points_max", "points_covered"),
+        "default (all features)": FEATURES,
+    }
+    rows = {}
+    for label, feats in candidates.items():
+        rows[label] = _fold_figures(label, matrix(recs, feats), y, groups, recs, keep)
+    head = f"{'method':34} {'SAF>=5w r':>9} {'rho':>6} {'AUC C/P':>7} {'SAF all r':>9} {'Mohler r':>8} {'RMSE':>5}"
+    print(head)
+    for label, f in rows.items():
+        s5, sa, mo = f["saf>=5w"], f["saf all"], f["mohler"]
+        print(
+            f"{label:34} {s5['pearson']:9.3f} {s5['spearman']:6.3f} {s5.get('auc_correct_vs_partial', math.nan):7.3f}"
+            f" {sa['pearson']:9.3f} {mo['pearson']:8.3f} {mo['rmse_5']:5.2f}"
+        )
+    x = matrix(recs)
+    pred = cv_predict(x, y, groups)
+    print("\nper SAF question (default, out of sample):")
+    for qid in sorted({r["qid"] for r in saf}):
+        m = (groups == qid) & (words >= 5)
+        if m.sum() > 5 and np.std(y[m]) > 0:
+            print(
+                f"  {qid:9} n={int(m.sum()):4} pearson {pearsonr(pred[m], y[m])[0]:6.3f} mean target {y[m].mean():.2f}"
+                f" mean predicted {pred[m].mean():.2f}"
+            )
+    params = fit(x, y, groups)
+    band_line = exemplar_report(params)
+    red = redflag_report()
+    if write_model:
+        write(params, rows, len(saf), len(moh), red)
+    d, m = rows["default (all features)"]["saf>=5w"], rows["default (all features)"]["mohler"]
+    print(f"\n({time.perf_counter() - t0:.1f} s)")
+    print(
+        f"default (question-grouped CV): saf pearson {d['pearson']:.3f} spearman {d['spearman']:.3f} "
+        f"auc {d.get('auc_correct_vs_partial', math.nan):.3f}; mohler pearson {m['pearson']:.3f} rmse {m['rmse_5']:.3f}; "
+        f"exemplars in band {band_line}"
+    )
+    return 0
+
+
+def exemplar_report(params: dict) -> str:
+    ex = [r for r in load("exemplars") if r["status"] == "scored" and r.get("row")]
+    if not ex:
+        print("\nexemplars: no stored reads (run --collect exemplars)")
+        return "n/a"
+    pred = 100 * predict(params, matrix(ex))
+    by_band: dict[str, list[bool]] = {}
+    per_q: dict[str, dict[str, float]] = {}
+    for r, p in zip(ex, pred, strict=True):
+        lo, hi = r["range"]
+        by_band.setdefault(r["band"], []).append(lo <= p <= hi)
+        per_q.setdefault(r["qid"], {})[r["band"]] = p
+    print("\nML bank exemplars (never used for fitting), model fitted on all Mohler+SAF:")
+    for band in ("strong", "partial", "weak"):
+        got = by_band.get(band, [])
+        vals = [p for r, p in zip(ex, pred, strict=True) if r["band"] == band]
+        print(f"  {band:8} n={len(got):3} in band {100 * np.mean(got):5.1f}%  mean score {np.mean(vals):5.1f}")
+    full = [v for v in per_q.values() if len(v) == 3]
+    ordered = sum(v["strong"] > v["partial"] > v["weak"] for v in full)
+    print(f"  strong > partial > weak on {ordered} of {len(full)} questions")
+    worst = min(100 * np.mean(g) for g in by_band.values())
+    return f"{worst:.0f}% (lowest band), ordered {ordered}/{len(full)}"
+
+
+def redflag_report() -> dict:
+    recs = [r for r in load("redflags") if r["status"] == "scored"]
+    if not recs:
+        print("\nred flags: no stored reads (run --collect redflags)")
+        return {}
+    labels, probs = [], []
+    for r in recs:
+        for fid, p in (r.get("claims") or {}).items():
+            labels.append(r["shows"] == fid)
+            probs.append(p)
+    labels, probs = np.array(labels), np.array(probs)
+    # Claims below 0.25 are not stored in a verdict: treat them as 0 (they are below every threshold tried).
+    auc = float(roc_auc_score(labels, probs))
+    best = max(((t, _prf(labels, probs >= t)) for t in np.arange(0.3, 0.96, 0.05)), key=lambda tp: tp[1][2])
+    t, (prec, rec, f1) = best
+    print(f"\nred-flag set: {len(recs)} answers, {int(labels.sum())} flagged pairs of {len(labels)}")
+    print(f"  claim-read AUC {auc:.3f}; best-F1 threshold {t:.2f}: precision {prec:.2f} recall {rec:.2f} F1 {f1:.2f}")
+    return {
+        "auc": round(auc, 4),
+        "threshold": round(float(t), 2),
+        "precision": round(prec, 3),
+        "recall": round(rec, 3),
+        "effective": bool(auc >= 0.75),
+    }
+
+
+def _prf(labels: np.ndarray, hit: np.ndarray) -> tuple[float, float, float]:
+    tp = float((labels & hit).sum())
+    prec = tp / hit.sum() if hit.sum() else 0.0
+    rec = tp / labels.sum() if labels.sum() else 0.0
+    return prec, rec, (2 * prec * rec / (prec + rec) if prec + rec else 0.0)
+
+
+def write(params: dict, rows: dict, n_saf: int, n_moh: int, red: dict) -> None:
+    ev = build_evaluator(use_cache=False)
+    d = ev.judge.describe()
+    model = GradeModel(
+        features=list(FEATURES),
+        **{k: params[k] for k in ("impute", "mean", "scale", "coef", "intercept", "iso_x", "iso_y")},
+        fitted_for={"judge_backend": d["backend"], "judge_model": d["model"], "prompt_hash": ev.prompts.points_hash}
+        | ({"read_version": str(d["read_version"])} if d.get("read_version") else {}),
+        trained_on={"saf": n_saf, "mohler": n_moh},
+        cv={k: {m: round(v, 4) for m, v in f.items()} for k, f in rows["default (all features)"].items()},
+        red_flags=red,
+    )
+    path = ROOT / "rubrics" / MODEL_FILE
+    path.write_text(model.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,103 @@
+"""The default grade model: key-point readings -> fraction of full marks, fitted on real human grades.
+
+Features are scale-free (probabilities, cosines, a length ratio), so one model serves every bank and every
+rubric scale. It is fitted by `benchmarks/quality.py` on the Mohler and SAF human grades with cross-validation
+grouped by question, and shipped as `rubrics/key_points.model.json`. Applying it needs only numpy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from .errors import CalibrationError
+
+FEATURES: tuple[str, ...] = (
+    "keyidea",  # expected key-idea digit / 5
+    "points_mean",  # mean probability that the answer states each key point
+    "points_max",
+    "points_covered",  # share of key points with probability >= 0.5
+    "cosine",  # MiniLM cosine of the answer to the best reference
+    "evidence_cosine",  # mean cosine of each key point to its closest answer sentence
+    "log_length_ratio",  # log of answer words over reference words
+)
+MODEL_FILE = "key_points.model.json"
+
+
+def features_of(
+    keyidea: float | None,
+    points: list[float],
+    cosine: float | None,
+    evidence_cosines: list[float],
+    answer_words: int,
+    reference_words: int,
+) -> dict[str, float]:
+    """The one feature row of an answer, for fitting and for applying the model. `keyidea` is the expected
+    digit 0-5; missing values are NaN (the model imputes the training mean)."""
+    nan = math.nan
+    return {
+        "keyidea": keyidea / 5 if keyidea is not None else nan,
+        "points_mean": float(np.mean(points)) if points else nan,
+        "points_max": float(np.max(points)) if points else nan,
+        "points_covered": float(np.mean([p >= 0.5 for p in points])) if points else nan,
+        "cosine": cosine if cosine is not None else nan,
+        "evidence_cosine": float(np.mean(evidence_cosines)) if evidence_cosines else nan,
+        "log_length_ratio": math.log((answer_words + 1) / (reference_words + 1)),
+    }
+
+
+class GradeModel(BaseModel):
+    """Standardised linear model, then a monotone (isotonic) map of its output to the fraction of full marks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    features: list[str]
+    impute: list[float]
+    mean: list[float]
+    scale: list[float]
+    coef: list[float]
+    intercept: float
+    iso_x: list[float]
+    iso_y: list[float]
+    fitted_for: dict[str, str]  # the readings it applies to: judge backend, model, read version, prompt set
+    trained_on: dict[str, int]  # answers per data set
+    cv: dict[str, dict[str, float]]  # out-of-sample figures (question-grouped CV) it was chosen on
+    # The red-flag detector measured on the red-flag set: auc, threshold, effective (auc >= 0.75).
+    red_flags: dict[str, float | bool] = {}
+
+    def _z(self, row: dict[str, float]) -> np.ndarray:
+        x = np.array([row.get(f, math.nan) for f in self.features], dtype=float)
+        x = np.where(np.isnan(x), self.impute, x)
+        return (x - np.array(self.mean)) / np.array(self.scale)
+
+    def fraction(self, row: dict[str, float]) -> float:
+        """The predicted fraction of full marks, 0-1."""
+        linear = float(self._z(row) @ np.array(self.coef) + self.intercept)
+        return float(np.clip(np.interp(linear, self.iso_x, self.iso_y), 0.0, 1.0))
+
+    def contributions(self, row: dict[str, float]) -> dict[str, float]:
+        """Each feature's push on the linear output, relative to an average training answer."""
+        return {f: round(float(c * z), 4) for f, c, z in zip(self.features, self.coef, self._z(row), strict=True)}
+
+    def fits(self, reading: dict[str, str]) -> bool:
+        return all(self.fitted_for.get(k) == v for k, v in reading.items())
+
+
+def load_grade_model(path: Path) -> GradeModel | None:
+    """The shipped model, or None when the file is absent (a bank then gets the unfitted formula)."""
+    if not path.exists():
+        return None
+    try:
+        return GradeModel.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, json.JSONDecodeError) as e:
+        raise CalibrationError(f"{path}: invalid grade model ({e}); restore it from the repository") from e
+
+
+def unfitted_fraction(row: dict[str, float]) -> float:
+    """Without a fitted model (another judge model): the key-idea reading and the key points, half each."""
+    parts = [v for v in (row["keyidea"], row["points_mean"]) if not math.isnan(v)]
+    return float(np.clip(np.mean(parts), 0.0, 1.0)) if parts else 0.0
