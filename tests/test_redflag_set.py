@@ -64,3 +64,11 @@ def test_answers_are_candidate_length_and_do_not_copy_the_claim(bank, redflag_se
             assert 40 <= words <= 120, f"{q.id}/{a['shows']}: {words} words, want 40-120"
             for flag_id, claim in claims.items():
                 assert claim.rstrip(".").lower() not in a["answer"].lower(), f"{q.id}/{a['shows']} copies {flag_id}"
+
+
+def test_the_set_is_not_taken_for_an_eval_set():
+    from evaluator.resources import Resources
+
+    paths = Resources(ROOT).eval_set_paths()
+    assert REDFLAG_SET.is_file() and REDFLAG_SET not in paths
+    assert ROOT / "eval_sets" / "ml-screening.yaml" in paths
