@@ -155,6 +155,9 @@ class LoadedEvalSet:
         return q.rubric or self.eval_set.rubric
 
 
+REDFLAG_SET_SUFFIX = ".redflags"
+
+
 def _yaml_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
 
@@ -200,7 +203,8 @@ class Resources:
         return rubrics[rubric_id]
 
     def eval_set_paths(self) -> list[Path]:
-        return _yaml_files(self.root / "eval_sets")
+        # NAME.redflags.yaml beside a bank is its red-flag test set (answers, not questions), not an eval set.
+        return [p for p in _yaml_files(self.root / "eval_sets") if not p.stem.endswith(REDFLAG_SET_SUFFIX)]
 
     def eval_set_path(self, name: str) -> Path:
         p = Path(name)
