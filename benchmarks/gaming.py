@@ -48,7 +48,9 @@ def load_corpus(path: Path = CORPUS) -> dict:
     for i, a in enumerate(data["attempts"]):
         where = f"{path}: attempts[{i}] ({a.get('id')})"
         if a.get("style") not in styles:
-            raise SystemExit(f"{where}: style {a.get('style')!r} is in neither split; add it to split.tuning or split.held_out")
+            raise SystemExit(
+                f"{where}: style {a.get('style')!r} is in neither split; add it to split.tuning or split.held_out"
+            )
         if a.get("placement") not in ("append", "prepend", "replace"):
             raise SystemExit(f"{where}: placement must be append, prepend or replace")
         if a["placement"] == "replace" and a.get("question") not in qids:
@@ -134,7 +136,7 @@ def false_flag_rows() -> list[dict]:
                 "n": len(texts),
                 "screen": sum(r.flagged for r in reads),
                 "old_patterns": sum(bool(injection_spans(t)) for t in texts),
-                "either": sum(r.flagged or bool(injection_spans(t)) for r, t in zip(reads, texts)),
+                "either": sum(r.flagged or bool(injection_spans(t)) for r, t in zip(reads, texts, strict=True)),
                 "keyword_list": sum(r.keyword_list for r in reads),
             }
         )
@@ -276,7 +278,8 @@ def table(rows: list[dict]) -> list[str]:
         lines.append(
             f"{label} max rise {max(r['rise'] for r in rs):.1f}, raised>=5 {sum(r['rise'] >= RAISE for r in rs)}/"
             f"{len(rs)}, flagged {_pct(sum(_flagged(r) for r in asks), len(asks))}, buzzword<correct "
-            f"{_pct(below, len(buzz))}, false flags {ff_pct:.2f}%" + (" [held-out styles]" if part == "held-out" else "")
+            f"{_pct(below, len(buzz))}, false flags {ff_pct:.2f}%"
+            + (" [held-out styles]" if part == "held-out" else "")
         )
     return lines
 

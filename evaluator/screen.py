@@ -29,8 +29,10 @@ _TAG = r"(?<![\w])</?[A-Za-z][\w:.-]*(?:\s+[\w:.-]+\s*=\s*(?:\"[^\"]*\"|'[^']*'|
 _TAG_RE = re.compile(_TAG)
 _PAIRED = re.compile(r"(?<![\w])<([A-Za-z][\w:.-]*)(?:\s[^<>]*)?>.*?</\1\s*>", re.DOTALL)
 # Only markup-shaped tags are removed when they stand alone: closing, self-closing or with attributes.
-_LONE_TAG = re.compile(r"(?<![\w])(?:</[A-Za-z][\w:.-]*\s*>|<[A-Za-z][\w:.-]*(?:\s+[\w:.-]+\s*=[^<>]*)?\s*/>|"
-                       r"<[A-Za-z][\w:.-]*\s+[\w:.-]+\s*=\s*[\"'][^<>]*>)")
+_LONE_TAG = re.compile(
+    r"(?<![\w])(?:</[A-Za-z][\w:.-]*\s*>|<[A-Za-z][\w:.-]*(?:\s+[\w:.-]+\s*=[^<>]*)?\s*/>|"
+    r"<[A-Za-z][\w:.-]*\s+[\w:.-]+\s*=\s*[\"'][^<>]*>)"
+)
 _JSON_KEY = re.compile(r"[\"'][^\"'\n]{1,40}[\"']\s*:")
 _TABLE_RULE = re.compile(r"^\s*[|+]?\s*:?-{3,}:?\s*([|+]\s*:?-{3,}:?\s*)*[|+]?\s*$")
 _SCORE_VALUE = (
@@ -214,8 +216,9 @@ _EN_FUNCTION = set(
     us him her them my our your their there here also just only very more most such each every any all some one two
     both either neither after before between through during without within up down out off again once same other""".split()
 )
-_FOREIGN_FUNCTION = set(
-    """el la los las del que y en por para con una uno es esta este estas son pero como sus muy más también ya
+_FOREIGN_FUNCTION = (
+    set(
+        """el la los las del que y en por para con una uno es esta este estas son pero como sus muy más también ya
     le les des du et est une un pour dans avec sur pas vous nous cette ces qui au aux sont être
     der das und ist nicht ein eine einer mit für auf dem den des sie ich du wir ihr diese dieser bitte auch
     il lo gli che di è una questa questo sono della delle alla anche
@@ -224,7 +227,9 @@ _FOREIGN_FUNCTION = set(
     w nie na się jest ta jak za tej proszę oraz
     ve bu bir için değil ile çok daha lütfen
     och att det som är inte för med""".split()
-) - _EN_FUNCTION
+    )
+    - _EN_FUNCTION
+)
 
 _GRADER = (
     r"grad(?:er|ers|ing)|mark(?:er|ers|ing)|examiner|evaluator|assessor|reviewer|moderator|interviewer|"
@@ -366,7 +371,7 @@ def keyword_list(text: str) -> bool:
     if len(items) < 5 or not words:
         return False
     short = sum(1 for i in items if len(i.split()) <= 4)
-    code = sum(1 for i in items if re.search(r"[(){}=;&<>]", i))
+    code = sum(1 for i in items if re.search(r"[{};=]|&(?:gt|lt|amp);", i))
     function = sum(1 for w in words if w in _EN_FUNCTION)
     return short >= 0.8 * len(items) and code <= 0.2 * len(items) and function <= 0.15 * len(words)
 
