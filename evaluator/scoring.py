@@ -38,6 +38,7 @@ from .models import (
 )
 from .prompts import PromptSet
 from .resources import LoadedEvalSet, LoadedRubric, Resources
+from .screen import screen
 
 MIN_WORDS = 3
 DISAGREE_HIGH_SIM, DISAGREE_LOW_SCORE = 0.75, 0.25
@@ -320,15 +321,18 @@ class Evaluator:
 
         sim = similarity_figures(self.embedder, q, text)
         spans = injection_spans(text)
+        screened = screen(text)
         result = self._judge(q, rubric, text)
-        if spans:
-            flags.append(
-                ReviewFlag(code="injection_suspected", reason=f"text addressed to the grader: {spans[0][:80]!r}")
-            )
+        if spans or screened.flagged:
+            reason = screened.summary() if screened.flagged else f"text addressed to the grader: {spans[0][:80]!r}"
+            flags.append(ReviewFlag(code="injection_suspected", reason=f"removed for a second reading: {reason}"))
             # Never let the injected text raise a level: judge copies without it and keep the lowest reading.
             if result.status == "scored":
-                for clean in sanitised_variants(text):
+                variants = [screened.clean] if screened.flagged and screened.clean else []
+                for clean in dict.fromkeys(variants + sanitised_variants(text)):
                     result = _lower_of(result, self._judge(q, rubric, clean))
+        if screened.keyword_list:
+            flags.append(ReviewFlag(code="keyword_list", reason="a list of terms with no sentence in it"))
         usage = result.usage.model_copy()
         if result.status != "scored":
             flags.append(ReviewFlag(code="unscored", reason=result.reason))

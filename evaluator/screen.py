@@ -322,11 +322,6 @@ def _mixed_script_word(s: str) -> bool:
     return False
 
 
-def is_latin_text(text: str) -> bool:
-    letters = _LETTER.findall(text)
-    return bool(letters) and sum(1 for c in letters if _LATIN.match(c)) >= 0.8 * len(letters)
-
-
 def is_foreign(sentence: str) -> bool:
     """A sentence not in English: mostly non-Latin letters, or more function words of other languages than of
     English. Only asked of sentences inside an English answer."""
