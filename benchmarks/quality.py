@@ -118,14 +118,15 @@ def row_of(q: Question, text: str, v: Verdict) -> dict[str, float]:
     )
 
 
-def collect(name: str) -> None:
+def collect(name: str, limit: int | None = None) -> None:
     les, rows = _csv_questions(name) if name in ("saf", "mohler") else _bank_items(name)
     out = RESULTS / f"quality-{name}.jsonl"
     done = set()
     if out.exists():
         done = {json.loads(line)["answer_id"] for line in out.read_text(encoding="utf-8").splitlines() if line}
     ev = build_evaluator(use_cache=False, explain=False)
-    todo = [r for r in _order(rows, 20 if name == "saf" else 8) if r["answer_id"] not in done]
+    todo = [r for r in _order(rows, 6 if name == "saf" else 4 if name == "mohler" else 3) if r["answer_id"] not in done]
+    todo = todo[:limit] if limit else todo
     print(f"{name}: {len(done)} stored, {len(todo)} to grade", flush=True)
     t0 = time.perf_counter()
     with open(out, "a", encoding="utf-8") as f:
@@ -228,10 +229,11 @@ def figures(pred: np.ndarray, y: np.ndarray, recs: list[dict]) -> dict[str, floa
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--collect", choices=["saf", "mohler", "exemplars", "redflags"])
+    ap.add_argument("--limit", type=int, help="with --collect: stop after this many more answers")
     ap.add_argument("--write-model", action="store_true")
     a = ap.parse_args()
     if a.collect:
-        collect(a.collect)
+        collect(a.collect, a.limit)
         return 0
     return report(write_model=a.write_model)
 

@@ -10,6 +10,7 @@ import yaml
 
 from .csvio import read_csv
 from .errors import ValidationError
+from .key_points import MAX_POINTS, derive_key_points
 from .models import EvalSet, Level
 
 ID_COLUMNS = ("question_id", "id")
@@ -78,7 +79,8 @@ def import_questions(
                 "topic": (cells[i_topic].strip() if i_topic is not None else "") or default_topic,
                 "question": qtext,
                 "references": [],
-                "key_points": [k for k in kps if k][:6],
+                # Without a key_points column they are derived from the reference, written out for the user to edit.
+                "key_points": [k for k in kps if k][:MAX_POINTS] or derive_key_points(ref),
                 "sources": [f"{table.path.name}:{line}"],
             },
         )

@@ -241,14 +241,18 @@ def cmd_questions(a: argparse.Namespace) -> int:
         console.print(f"\n[bold]Question[/bold]\n{q.question}")
         for i, r in enumerate(q.references, 1):
             console.print(f"\n[bold]Reference {i}[/bold]\n{r}")
-        if q.key_points:
-            console.print("\n[bold]Key points[/bold]")
-            for k in q.key_points:
-                console.print(f"  - {k}")
+        from .key_points import key_points_of
+
+        source = "" if q.key_points else " (derived from the reference: list them under key_points to edit)"
+        console.print(f"\n[bold]Key points[/bold]{source}", markup=True)
+        for i, k in enumerate(key_points_of(q), 1):
+            console.print(f"  {i}. {k}", markup=False)
         if q.red_flags:
             console.print("\n[bold]Red flags[/bold]")
             for f in q.red_flags:
                 console.print(f"  - [red]{f.id}[/red] ({f.effect.value} {f.value:g}): {f.description}")
+                if f.claim:
+                    console.print(f"      claim: {f.claim}", markup=False)
         for e in q.exemplars:
             console.print(
                 f"\n[bold]Exemplar ({e.band.value}, {e.score_range[0]:g}-{e.score_range[1]:g})[/bold]\n{e.answer}"

@@ -352,7 +352,11 @@ class Evaluator:
         if result.off_task:
             flags.append(ReviewFlag(code="off_task", reason="the judge found the answer off-task or addressed to it"))
         if result.keyidea is not None:
-            return self._key_point_verdict(q, rubric, text, result, sim, flags, usage, base, mapping)
+            # Text taken out by the screen earns nothing: similarity, evidence and length come from what is left.
+            basis = screened.clean if screened.flagged and screened.clean else text
+            if basis != text:
+                sim = similarity_figures(self.embedder, q, basis)
+            return self._key_point_verdict(q, rubric, basis, result, sim, flags, usage, base, mapping)
 
         # Explanation pass: generated after the levels are fixed; it never changes a number.
         if self.judge.mode == "probability" and self.explain_enabled():

@@ -89,6 +89,13 @@ def test_plain_answers_are_not_flagged_as_injection():
         assert not injection_spans(text), text
 
 
+def criteria_scoring(resources, rubric_id="ml-screening"):
+    """The per-criterion read plan (`scoring: criteria`), which rubrics can still choose; the key-point plan, the
+    default, is tested in tests/test_key_points.py."""
+    lr = resources.rubric(rubric_id)
+    lr.rubric = lr.rubric.model_copy(update={"scoring": "criteria"})
+
+
 def scripted_evaluator(resources, mode="structured"):
     settings = resolve_judge_settings("fake:scripted", mode=mode)
     return Evaluator(resources=resources, judge=make_judge(settings), embedder_name="fake:hash", cache=None)
@@ -150,6 +157,7 @@ def test_invalid_reply_is_repaired_once_then_unscored(resources):
 
 
 def test_probability_mode_uses_expected_level(resources):
+    criteria_scoring(resources)
     ev = scripted_evaluator(resources, mode="probability")
     les, q = resources.find_question("overfitting")
     dist = {"0": 0.0, "1": 0.0, "2": 0.5, "3": 0.5, "4": 0.0}
@@ -163,6 +171,7 @@ def test_probability_mode_uses_expected_level(resources):
 
 
 def test_injected_text_never_raises_a_level(resources):
+    criteria_scoring(resources)
     ev = scripted_evaluator(resources, mode="probability")
     les, q = resources.find_question("overfitting")
     n = 5 + len(q.red_flags)
@@ -246,9 +255,10 @@ def tiny_reference_only_set(resources, tmp_path):
 
 
 def test_reference_only_reads_one_view_with_its_scale_first(resources, tmp_path):
-    """Reference-only sets: one read per view; the view's scale comes first, then the question and reference,
+    """Reference-only sets scored by criteria (`scoring: criteria`): one read per view; the view's scale comes first, then the question and reference,
     then the fenced answer and a short ask; the score is the view's expected digit on the 0-5 scale."""
     les = tiny_reference_only_set(resources, tmp_path)
+    criteria_scoring(resources, "reference-only")
     rubric = resources.rubric("reference-only").rubric
     assert [v.id for v in rubric.views] == ["keyidea"] and not rubric.holistic
     ev = scripted_evaluator(resources, mode="probability")
@@ -276,6 +286,7 @@ def test_a_rubric_naming_a_missing_template_gets_a_clear_error(resources):
 
 def test_overall_only_rubric_explains_the_overall_reading_not_unread_zeros(resources, tmp_path):
     les = tiny_reference_only_set(resources, tmp_path)
+    criteria_scoring(resources, "reference-only")
     ev = scripted_evaluator(resources, mode="probability")
     ev.explain = True
     explanation = {"criteria": [], "rationale": "Says what the reference says."}
