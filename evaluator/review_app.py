@@ -11,14 +11,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import shutil
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import jinja2
 from starlette.applications import Starlette
-from starlette.datastructures import URL
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
@@ -27,7 +27,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from .errors import CalibrationError, EvaluatorError
+from .errors import EvaluatorError
 from .human_grades import MAX_NOTE_CHARS, MAX_REVIEWER_CHARS, GradeInputError, UnknownAnswerError
 from .review_data import Folder, Snapshot
 
@@ -103,49 +103,75 @@ def _harden(resp: Response) -> Response:
 
 
 class _Agreement:
-    """calibrate's analysis on the stored human grades, recomputed only when a grade is added."""
+    """calibrate's analysis on the stored human grades. It takes seconds on a large batch (bootstrap, mapping fit,
+    six plots), so it runs in a background thread when the page asks for it after a grade was added; meanwhile the
+    page shows the previous figures (or says they are being computed) and refreshes itself."""
 
     def __init__(self, folder: Folder):
         self.folder = folder
-        self.out = folder.folder / "review" / "agreement"
+        self.root = folder.folder / "review" / "agreement"
         self.lock = threading.Lock()
-        self.version: int | None = None
+        self.version: int | None = None  # the grades version the result was computed on
         self.result: dict | None = None
+        self.running: int | None = None
+
+    @property
+    def out(self) -> Path:
+        return self.root / f"v{self.version}"
 
     def get(self, snap: Snapshot) -> dict:
+        graded = [a for a in snap.answers if a.human is not None]
+        joined = [a for a in graded if a.status == "scored"]
+        counts = {"graded": len(graded), "joined": len(joined)}
+        if len(joined) < AGREEMENT_MIN:
+            error = (
+                f"{len(joined)} scored answers have a human grade; the agreement figures need at least "
+                f"{AGREEMENT_MIN}. Grade more in the review queue."
+            )
+            return {**counts, "report": None, "error": error, "computing": False, "stale": False}
+        with self.lock:
+            if self.version == snap.human_version and self.result is not None:
+                return {**self.result, "computing": False, "stale": False}
+            if self.running is None:
+                self.running = snap.human_version
+                threading.Thread(target=self._compute, args=(snap,), name="agreement", daemon=True).start()
+            if self.result is None:
+                return {**counts, "report": None, "error": None, "computing": True, "stale": False}
+            return {**self.result, "computing": False, "stale": True}
+
+    def wait(self, timeout: float = 120.0) -> None:
+        """Until no computation runs (tests and benchmarks)."""
+        deadline = time.monotonic() + timeout
+        while self.running is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def _compute(self, snap: Snapshot) -> None:
         from .calibrate_report import analyse, stored_human
 
+        version = snap.human_version
+        out = self.root / f"v{version}"
+        graded = [a for a in snap.answers if a.human is not None]
+        result: dict = {"graded": len(graded), "joined": sum(a.status == "scored" for a in graded), "error": None}
+        verdicts = [
+            {"answer_id": a.answer_id, "candidate_id": a.candidate_id, "line": a.line, **a.v}
+            for a in snap.answers
+            if a.v
+        ]
+        t0 = time.perf_counter()
+        try:
+            human = stored_human(self.folder.folder)
+            report, plots = analyse(verdicts, human, ["grade"], "latest human grade", out, AGREEMENT_BOOTSTRAP)
+            result.update(report=report, plots={k: Path(p).name for k, p in plots.items()})
+        except EvaluatorError as e:
+            result.update(report=None, error=str(e))
+        except Exception as e:  # a failed analysis must not leave the page waiting forever
+            result.update(report=None, error=f"the agreement analysis failed: {type(e).__name__}: {e}")
+        result["seconds"] = round(time.perf_counter() - t0, 2)
         with self.lock:
-            version = self.folder.grades.version()
-            if version == self.version and self.result is not None:
-                return self.result
-            graded = [a for a in snap.answers if a.human is not None]
-            joined = [a for a in graded if a.status == "scored"]
-            result: dict = {"graded": len(graded), "joined": len(joined), "report": None, "error": None}
-            if len(joined) < AGREEMENT_MIN:
-                result["error"] = (
-                    f"{len(joined)} scored answers have a human grade; the agreement figures need at least "
-                    f"{AGREEMENT_MIN}. Grade more in the review queue."
-                )
-            else:
-                verdicts = [
-                    {"answer_id": a.answer_id, "candidate_id": a.candidate_id, "line": a.line, **a.v}
-                    for a in snap.answers
-                    if a.v
-                ]
-                t0 = time.perf_counter()
-                try:
-                    human = stored_human(self.folder.folder)
-                    report, plots = analyse(
-                        verdicts, human, ["grade"], "latest human grade", self.out, AGREEMENT_BOOTSTRAP
-                    )
-                    result["report"] = report
-                    result["plots"] = {k: Path(p).name for k, p in plots.items()}
-                    result["seconds"] = round(time.perf_counter() - t0, 2)
-                except (CalibrationError, EvaluatorError) as e:
-                    result["error"] = str(e)
-            self.version, self.result = version, result
-            return result
+            self.result, self.version, self.running = result, version, None
+        for old in self.root.glob("v*"):
+            if old != out and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
 
 
 def create_app(
@@ -309,11 +335,11 @@ def create_app(
             raise ReviewError(400, f"grade not saved: {e}") from e
         # Another reviewer saved a grade after this form was shown: both stay in the history, this one is latest.
         conflict = bool(before) and before[-1].id != seen
-        url = URL(back)
-        params = dict(url.query_params)
-        params.update(saved=str(entry.id), **({"conflict": "1"} if conflict else {}))
-        target = url.replace(query=urlencode(params))
-        resp = RedirectResponse(str(target), status_code=303)
+        parts = urlsplit(back)
+        params = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("saved", "conflict")]
+        params += [("saved", str(entry.id))] + ([("conflict", "1")] if conflict else [])
+        target = urlunsplit(("", "", parts.path, urlencode(params), parts.fragment))
+        resp = RedirectResponse(target, status_code=303)
         resp.set_cookie(REVIEWER_COOKIE, entry.reviewer, httponly=True, samesite="strict", max_age=365 * 86400)
         return resp
 
@@ -324,7 +350,7 @@ def create_app(
     async def agreement_plot(request: Request) -> Response:
         name = request.path_params["name"]
         result = agreement.result or {}
-        if name not in (result.get("plots") or {}).values():
+        if name not in (result.get("plots") or {}).values():  # only the files the page names: no path tricks
             raise ReviewError(404, f"no plot {name!r}; open the agreement page first")
         return FileResponse(agreement.out / name, media_type="image/png")
 
@@ -357,11 +383,13 @@ def create_app(
 
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]"]))
     middleware.append(Middleware(_Security, token=token))
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=middleware,
         exception_handlers={ReviewError: error_page, EvaluatorError: error_page, 404: error_page, 405: error_page},
     )
+    app.state.agreement = agreement
+    return app
 
 
 def _saved(request: Request, folder: Folder) -> dict | None:

@@ -11,7 +11,7 @@ import math
 import re
 import sqlite3
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import DataNotFoundError, EvaluatorError
@@ -74,6 +74,7 @@ class Snapshot:
     extra_columns: list[str]
     eval_set: LoadedEvalSet | None
     warnings: list[str] = field(default_factory=list)
+    human_version: int = 0  # HumanGrades.version() this snapshot shows
 
     def candidate_answers(self, candidate_id: str) -> list[Answer]:
         return [a for a in self.answers if a.candidate_id == candidate_id]
@@ -99,6 +100,7 @@ class Folder:
         self.reject_below = reject_below
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
+        self._base: list[Answer] | None = None
         self._state: tuple | None = None
         self._les: LoadedEvalSet | None = None
         self._les_error: str | None = None
@@ -108,10 +110,9 @@ class Folder:
 
     def _store_state(self) -> tuple:
         with sqlite3.connect(self.db, timeout=30.0) as c:
-            row = c.execute(
+            return c.execute(
                 "SELECT COUNT(*), MAX(finished), SUM(status = 'pending'), MAX(rowid) FROM results"
             ).fetchone()
-        return (*row, self.grades.version())
 
     def eval_set(self, records: list[dict]) -> LoadedEvalSet | None:
         """The eval set the verdicts name (or --eval-set); None with a warning when it cannot be loaded, so the
@@ -138,14 +139,20 @@ class Folder:
         return self._les
 
     def snapshot(self) -> Snapshot:
+        """The folder as the pages show it. Verdicts are parsed again only when the results store changed; a new
+        human grade only recomputes final grades and scorecards (a save must answer quickly)."""
         with self._lock:
             state = self._store_state()
-            if self._snapshot is None or state != self._state:
-                self._snapshot = self._build()
+            if self._base is None or state != self._state:
+                self._base = self._read_answers()
                 self._state = state
+                self._snapshot = None
+            version = self.grades.version()
+            if self._snapshot is None or self._snapshot.human_version != version:
+                self._snapshot = self._with_grades(self._base, version)
             return self._snapshot
 
-    def _build(self) -> Snapshot:
+    def _read_answers(self) -> list[Answer]:
         with sqlite3.connect(self.db, timeout=30.0) as c:
             cur = c.execute(
                 "SELECT key, line, candidate_id, question_id, answer_id, answer, extra, status, verdict "
@@ -156,13 +163,10 @@ class Folder:
         if not records:
             raise DataNotFoundError(f"{self.db}: the results store holds no answers")
         les = self.eval_set(records)
-        warnings = [self._les_error] if self._les_error else []
-        human = self.grades.latest()
         weights = self._holistic_weights(les)
         answers = []
         for r in records:
             v = json.loads(r["verdict"]) if r["verdict"] else None
-            q = les.by_id.get(r["question_id"]) if les else None
             a = Answer(
                 key=r["key"],
                 line=r["line"],
@@ -173,25 +177,34 @@ class Folder:
                 extra=json.loads(r["extra"] or "{}"),
                 status=r["status"],
                 v=v,
-                human=human.get(r["key"]),
-                question=q,
+                human=None,
+                question=les.by_id.get(r["question_id"]) if les else None,
             )
-            a.final, a.final_100, a.final_source = final_grade(v, a.human)
             if v and v.get("status") == "scored":
-                hw = weights.get(v["provenance"]["rubric_id"])
-                a.spread = score_spread(v, hw)
+                a.spread = score_spread(v, weights.get(v["provenance"]["rubric_id"]))
             answers.append(a)
-        recs = [{**r, "v": a.v, "extra": a.extra, "human": a.human} for r, a in zip(records, answers, strict=True)]
-        cards = scorecards(recs, les, self.advance_at, self.reject_below) if les else []
-        extra_cols = sorted({k for a in answers for k in a.extra})
+        return answers
+
+    def _with_grades(self, base: list[Answer], version: int) -> Snapshot:
+        human = self.grades.latest()
+        answers = []
+        for b in base:
+            a = replace(b, human=human.get(b.key))
+            a.final, a.final_100, a.final_source = final_grade(a.v, a.human)
+            answers.append(a)
+        les = self._les
+        recs = [
+            {"candidate_id": a.candidate_id, "question_id": a.question_id, "v": a.v, "human": a.human} for a in answers
+        ]
         return Snapshot(
             answers=answers,
             by_key={a.key: a for a in answers},
-            cards=cards,
+            cards=scorecards(recs, les, self.advance_at, self.reject_below) if les else [],
             queue=review_order(answers),
-            extra_columns=extra_cols,
+            extra_columns=sorted({k for a in answers for k in a.extra}),
             eval_set=les,
-            warnings=warnings,
+            warnings=[self._les_error] if self._les_error else [],
+            human_version=version,
         )
 
     def _holistic_weights(self, les: LoadedEvalSet | None) -> dict[str, float]:
