@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import secrets
+import socket
 import sys
 from pathlib import Path
 
@@ -73,7 +74,8 @@ def run_review(a: argparse.Namespace) -> int:
     token = None if local else secrets.token_urlsafe(24)
     snap = folder.snapshot()  # fail here, with a clear message, rather than on the first page
     app = create_app(folder, token=token, local_only=local)
-    shown = f"[{a.host}]" if ":" in a.host else a.host
+    # An unspecified address listens everywhere: reviewers reach it by this machine's name.
+    shown = socket.gethostname() if a.host in ("0.0.0.0", "::") else f"[{a.host}]" if ":" in a.host else a.host
     url = f"http://{shown}:{a.port}/" + (f"?token={token}" if token else "")
     print(f"review workspace for {a.folder}: {len(snap.answers)} answers, {len(snap.cards)} candidates")
     print(f"open {url}")

@@ -173,3 +173,11 @@ def test_grade_with_the_keyboard_in_a_real_browser(tmp_path):
         _shot(page, shots / "agreement.png")
         browser.close()
     assert not [e for e in errors if "Content Security Policy" in e], errors
+
+    # The grade entered in the browser reaches results.csv through --export, and calibrate reads it.
+    assert main(["review", str(out), "--export", str(tmp_path / "grades.csv")]) == 0
+    with open(out / "results.csv", encoding="utf-8", newline="") as f:
+        row = next(r for r in csv.DictReader(f) if r["human_reviewer"] == "kim" and r["human_score"] == "9.5")
+    assert row["candidate_id"] == top and row["final_score"] == "9.5" and row["final_source"] == "human"
+    assert main(["calibrate", "--verdicts", str(out), "--out", str(tmp_path / "calib"), "--bootstrap", "50"]) == 0
+    assert (tmp_path / "calib" / "mapping.json").exists()
