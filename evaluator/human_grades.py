@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,11 +81,13 @@ def store_path(folder: Path) -> Path:
 
 
 class HumanGrades:
-    """The `human_grades` table of one results store. Thread-safe: SQLite serialises the writers."""
+    """The `human_grades` table of one results store. Thread-safe (a lock around its connection); writers in other
+    processes are serialised by SQLite's write lock (BEGIN IMMEDIATE)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
+        self._lock = threading.RLock()  # one connection, shared by the server's threads
         self.conn.execute("PRAGMA journal_mode=WAL")
         for sql in _SCHEMA:
             self.conn.execute(sql)
@@ -96,6 +99,10 @@ class HumanGrades:
         """Validates, then appends one grade. The old value is the final grade just before this one, read in the
         same transaction, so of two reviewers saving at once each row names the grade it really replaced."""
         grade, note, reviewer = validate(grade, note, reviewer, scale)
+        with self._lock:
+            return self._append(key, grade, note, reviewer)
+
+    def _append(self, key: str, grade: float, note: str, reviewer: str) -> GradeEntry:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             row = self.conn.execute("SELECT verdict FROM results WHERE key = ?", (key,)).fetchone()
@@ -123,28 +130,32 @@ class HumanGrades:
 
     def latest(self) -> dict[str, GradeEntry]:
         """The latest grade of every answer that has one (last write wins: the highest id)."""
-        rows = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM human_grades WHERE id IN (SELECT MAX(id) FROM human_grades GROUP BY key)"
-        ).fetchall()
+        with self._lock:
+            rows = self.conn.execute(
+                f"SELECT {_COLUMNS} FROM human_grades WHERE id IN (SELECT MAX(id) FROM human_grades GROUP BY key)"
+            ).fetchall()
         return {r[1]: GradeEntry(*r) for r in rows}
 
     def history(self, key: str | None = None) -> list[GradeEntry]:
         """Every grade, oldest first (of one answer when `key` is given)."""
-        if key is None:
-            rows = self.conn.execute(f"SELECT {_COLUMNS} FROM human_grades ORDER BY id").fetchall()
-        else:
-            rows = self.conn.execute(
-                f"SELECT {_COLUMNS} FROM human_grades WHERE key = ? ORDER BY id", (key,)
-            ).fetchall()
+        with self._lock:
+            if key is None:
+                rows = self.conn.execute(f"SELECT {_COLUMNS} FROM human_grades ORDER BY id").fetchall()
+            else:
+                rows = self.conn.execute(
+                    f"SELECT {_COLUMNS} FROM human_grades WHERE key = ? ORDER BY id", (key,)
+                ).fetchall()
         return [GradeEntry(*r) for r in rows]
 
     def entry(self, grade_id: int) -> GradeEntry | None:
-        row = self.conn.execute(f"SELECT {_COLUMNS} FROM human_grades WHERE id = ?", (grade_id,)).fetchone()
+        with self._lock:
+            row = self.conn.execute(f"SELECT {_COLUMNS} FROM human_grades WHERE id = ?", (grade_id,)).fetchone()
         return GradeEntry(*row) if row else None
 
     def version(self) -> int:
         """The id of the newest grade (0 when none): changes whenever a grade is added."""
-        return self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM human_grades").fetchone()[0]
+        with self._lock:
+            return self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM human_grades").fetchone()[0]
 
 
 def validate(grade, note: str | None, reviewer: str | None, scale: tuple[float, float]) -> tuple[float, str, str]:

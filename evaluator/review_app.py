@@ -326,15 +326,15 @@ def create_app(
             back = "/"  # only this site's pages: never an open redirect
         try:
             scale = folder.scale_for(key)
-            seen = int(str(form.get("seen", "0")) or 0)
+            seen = str(form.get("seen", "0"))
             before = folder.grades.history(key)
             entry = folder.grades.add(key, form.get("grade", ""), form.get("note"), form.get("reviewer"), scale)
         except UnknownAnswerError as e:
             raise ReviewError(404, str(e)) from e
-        except (GradeInputError, ValueError) as e:
+        except GradeInputError as e:
             raise ReviewError(400, f"grade not saved: {e}") from e
         # Another reviewer saved a grade after this form was shown: both stay in the history, this one is latest.
-        conflict = bool(before) and before[-1].id != seen
+        conflict = bool(before) and str(before[-1].id) != seen
         parts = urlsplit(back)
         params = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("saved", "conflict")]
         params += [("saved", str(entry.id))] + ([("conflict", "1")] if conflict else [])

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import DataNotFoundError, EvaluatorError
-from .human_grades import GradeEntry, HumanGrades, final_grade, store_path
+from .human_grades import GradeEntry, GradeInputError, HumanGrades, UnknownAnswerError, final_grade, store_path
 from .models import Question
 from .outputs import scorecards
 from .resources import LoadedEvalSet, Resources
@@ -220,16 +220,12 @@ class Folder:
         snap = self.snapshot()
         a = snap.by_key.get(key)
         if a is None:
-            from .human_grades import UnknownAnswerError
-
             raise UnknownAnswerError(f"unknown answer id {key!r}: it is not in {self.db}")
         if a.scale:
             return a.scale
         if a.question is not None and snap.eval_set is not None and self.resources is not None:
             s = self.resources.rubric(snap.eval_set.rubric_id_for(a.question)).rubric.scale
             return s.min, s.max
-        from .human_grades import GradeInputError
-
         raise GradeInputError(f"answer {key!r} has no verdict and its rubric is unknown, so its scale is unknown")
 
 

@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -255,6 +256,30 @@ def test_oversized_form_is_refused(folder):
     form = grade_form(client, f.snapshot().queue[0], 5, note="x" * 70000)
     r = client.post("/grade", data=form)
     assert r.status_code == 413 and human_rows(folder) == []
+
+
+def test_concurrent_writers_each_name_the_grade_they_replaced(folder):
+    key = Folder(folder).snapshot().queue[0]
+    model = Folder(folder).snapshot().by_key[key].v["score"]
+    stores = [HumanGrades(folder / "results.sqlite3") for _ in range(4)]  # as four server processes would
+
+    def write(i: int) -> None:
+        for k in range(5):
+            stores[i].add(key, i + k / 10, "", f"r{i}", (0, 10))
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    history = stores[0].history(key)
+    assert len(history) == 20 and sorted(e.grade for e in history) == sorted(
+        i + k / 10 for i in range(4) for k in range(5)
+    )
+    # Serialised: every grade replaced exactly the one saved just before it; the last one is the final grade.
+    assert history[0].old_grade == model and history[0].old_source == "model"
+    assert all(b.old_grade == a.grade and b.old_source == "human" for a, b in zip(history, history[1:], strict=False))
+    assert Folder(folder).snapshot().by_key[key].final == history[-1].grade
 
 
 def test_history_is_append_only_in_the_database(folder):
