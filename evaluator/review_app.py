@@ -179,6 +179,7 @@ def create_app(
     token: str | None = None,
     local_only: bool = True,
     secret: bytes | None = None,
+    bound_host: str = "127.0.0.1",
 ) -> Starlette:
     """The ASGI app. `token`: required on every request when set (serving beyond this machine); `local_only`:
     refuse requests whose Host is not this machine's loopback name (blocks DNS rebinding)."""
@@ -381,7 +382,8 @@ def create_app(
     if local_only and token is None:
         from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]"]))
+        names = ["127.0.0.1", "localhost", "[::1]", bound_host if ":" not in bound_host else f"[{bound_host}]"]
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(dict.fromkeys(names))))
     middleware.append(Middleware(_Security, token=token))
     app = Starlette(
         routes=routes,

@@ -73,7 +73,7 @@ def run_review(a: argparse.Namespace) -> int:
     local = is_loopback(a.host)
     token = None if local else secrets.token_urlsafe(24)
     snap = folder.snapshot()  # fail here, with a clear message, rather than on the first page
-    app = create_app(folder, token=token, local_only=local)
+    app = create_app(folder, token=token, local_only=local, bound_host=a.host)
     # An unspecified address listens everywhere: reviewers reach it by this machine's name.
     shown = socket.gethostname() if a.host in ("0.0.0.0", "::") else f"[{a.host}]" if ":" in a.host else a.host
     url = f"http://{shown}:{a.port}/" + (f"?token={token}" if token else "")

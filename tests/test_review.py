@@ -423,6 +423,8 @@ def test_local_server_refuses_other_host_names(folder):
     client, _ = client_for(folder)
     assert client.get("/", headers={"host": "evil.example:8765"}).status_code == 400
     assert client.get("/", headers={"host": "localhost:8765"}).status_code == 200
+    other = TestClient(create_app(Folder(folder), bound_host="127.0.0.2"), base_url="http://127.0.0.2:8765")
+    assert other.get("/").status_code == 200  # --host 127.0.0.2 is loopback too: its own name is accepted
 
 
 def test_review_cli_errors_and_loopback():
