@@ -262,13 +262,14 @@ def score_spread(v: dict, holistic_weight: float | None) -> float | None:
     (readings taken as independent), before red flags, rounding and calibration. None when the judge gave no
     probabilities (structured mode, or an endpoint without logprobs: one-hot readings would claim false certainty).
     """
-    crit: list[tuple[float, float]] | None = []
+    crit: list[tuple[float, float]] = []
+    crit_unknown = False  # a criterion level enters the score but carries no probabilities
     for c in v.get("criteria", []):
         if c.get("level") is None:
             continue
         if c.get("probability_source") not in ("logits", "top_logprobs") or not c.get("probabilities"):
-            crit = None  # a sampled digit carries no spread
-            break
+            crit_unknown = True
+            continue
         crit.append((float(c["weight"]), _sd(c["probabilities"]) or 0.0))
     readings = []
     if v.get("holistic_probabilities"):
@@ -276,18 +277,20 @@ def score_spread(v: dict, holistic_weight: float | None) -> float | None:
     for view in (v.get("views") or {}).values():
         if view.get("probabilities"):
             readings.append(_sd(view["probabilities"], 4 / 5) or 0.0)  # views are read 0-5, used as 0-4
-    has_crit = bool(crit)
+    has_crit = bool(crit) or crit_unknown
     has_holistic = v.get("holistic_level") is not None and bool(readings)
     if not (has_crit or has_holistic):
         return None
-    if not any(readings) and not any(s for _, s in crit or []):
-        return None  # one-hot everywhere: digits without probabilities, not certainty
     if has_crit and has_holistic:
         if holistic_weight is None:
             return None  # the rubric (and so the mix of readings) is unknown
         hw = holistic_weight
     else:
         hw = 1.0 if has_holistic else 0.0
+    if crit_unknown and hw < 1.0:
+        return None  # part of the score has no spread to propagate: unknown, not zero
+    if not any(readings) and not any(s for _, s in crit):
+        return None  # one-hot everywhere: digits without probabilities, not certainty
     var = 0.0
     if hw < 1.0:
         total = sum(w for w, _ in crit) or 1.0

@@ -15,6 +15,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from evaluator.cli import main
+from evaluator.fake_server import serve
 from evaluator.human_grades import HumanGrades, validate
 from evaluator.review_app import CSP, create_app
 from evaluator.review_data import Folder, highlight, review_order, score_spread
@@ -159,7 +160,20 @@ def test_list_sorts_and_filters_by_a_carried_through_column(folder):
     assert order("/?sort=no-such-column") == order("/")  # unknown sort falls back to the final score
 
 
-def test_queue_puts_flagged_first_then_least_certain(folder):
+@pytest.fixture(scope="module")
+def graded_by_server(tmp_path_factory) -> Path:
+    """The example answers graded by the fake OpenAI-compatible server in structured mode: every criterion level
+    comes with the probabilities of its digit (top_logprobs), so each score has a spread."""
+    out = tmp_path_factory.mktemp("server") / "demo"
+    with serve() as url:
+        judge = ["--judge", "openai", "--base-url", url, "--model", "fake", "--embedder", "fake:hash", "--no-cache"]
+        assert main(["grade", str(EXAMPLES), "--out", str(out), *judge]) == 0
+    return out
+
+
+def test_queue_puts_flagged_first_then_least_certain(graded_by_server, tmp_path):
+    folder = tmp_path / "demo"
+    shutil.copytree(graded_by_server, folder)
     client, f = client_for(folder)
     snap = f.snapshot()
     order = [snap.by_key[k] for k in snap.queue]
@@ -385,6 +399,10 @@ def test_score_spread_propagates_level_probabilities():
     assert score_spread(_verdict([(1.0, split)], hol_probs=split), None) is None
     assert score_spread(_verdict([(1.0, sure)], source="sampled"), None) is None
     assert score_spread(_verdict([(1.0, sure)], hol_probs=sure), 0.5) is None
+    # Criterion levels without probabilities (derived, or sampled) that weigh in the score: unknown, not zero.
+    derived = _verdict([(1.0, None)], hol_probs=split)
+    assert score_spread(derived, 0.5) is None
+    assert score_spread(derived, 1.0) == 2.5  # they do not weigh in: the holistic reading is the whole score
 
 
 def test_review_order_is_flagged_then_least_certain_then_file_order():
