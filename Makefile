@@ -5,7 +5,7 @@ BIN = $(VENV)/bin
 TORCH = torch==2.13.0
 LLAMA_CMAKE = CMAKE_ARGS="-DLLAVA_BUILD=OFF"
 
-.PHONY: setup setup-dev demo test test-fast lint cassettes clean
+.PHONY: setup setup-dev browser demo test test-fast lint cassettes review-screenshots clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -18,6 +18,15 @@ setup: $(BIN)/python
 # Development: runtime + pytest, vcrpy, ruff, build, and the llama.cpp server used to record cassettes.
 setup-dev: $(BIN)/python
 	$(LLAMA_CMAKE) $(BIN)/pip install -q $(TORCH) -e ".[local,dev]"
+
+# The review workspace's browser test drives Debian's chromium through Playwright (Playwright's own browser
+# download cannot run here). Needs root, as in CI.
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+# The README's screenshots of the review workspace, taken by the browser test.
+review-screenshots: setup-dev browser
+	REVIEW_SCREENSHOTS=docs/review $(BIN)/python -m pytest -q tests/test_review_browser.py
 
 # The main job on the embedded default: grade the sample answers offline.
 demo: setup

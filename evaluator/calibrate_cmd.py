@@ -14,7 +14,11 @@ def add_calibrate_parser(sub) -> None:
         "mapping.json and report.html.",
     )
     c.add_argument("--verdicts", required=True, help="a grading folder (with verdicts.jsonl) or a verdicts .jsonl")
-    c.add_argument("--human", required=True, help="CSV of human grades")
+    c.add_argument(
+        "--human",
+        default=None,
+        help="CSV of human grades (default: the grades stored by `evaluator review` in the --verdicts folder)",
+    )
     c.add_argument(
         "--human-columns", default=None, help="comma-separated grade columns, e.g. grade_1,grade_2 (default: grade)"
     )

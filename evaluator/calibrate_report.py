@@ -8,6 +8,7 @@ import base64
 import html
 import json
 import math
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -195,13 +196,80 @@ def group_checks(pred, human, groups_q, labels, pass_at, n_boot: int, seed: int 
 
 
 def run(a: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    columns = [c.strip() for c in (a.human_columns or "grade").split(",") if c.strip()]
-    human = load_human(Path(a.human), columns, a.official, a.id_column, a.scale_min, a.scale_max, a.group_column)
-    lo, hi = human["scale_min"], human["scale_max"]
+    if a.human:
+        columns = [c.strip() for c in (a.human_columns or "grade").split(",") if c.strip()]
+        human = load_human(Path(a.human), columns, a.official, a.id_column, a.scale_min, a.scale_max, a.group_column)
+        official = a.official or f"mean({', '.join(columns)})"
+    else:
+        given = [f for f, v in (("--human-columns", a.human_columns), ("--official", a.official)) if v]
+        given += ["--group-column"] if a.group_column else []
+        if given:
+            raise ValidationError(f"{', '.join(given)} describe a --human file; pass one, or drop them")
+        human = stored_human(Path(a.verdicts))
+        columns, official = ["grade"], "latest human grade (evaluator review)"
     verdicts = load_verdicts(Path(a.verdicts))
+    report, plots = analyse(
+        verdicts, human, columns, official, Path(a.out), a.bootstrap, bool(a.group_column), a.pass_at
+    )
+    _print_summary(report)
+    return 0
+
+
+def stored_human(verdicts: Path) -> dict:
+    """The human grades `evaluator review` stored in a grading folder, shaped like load_human's result: the latest
+    grade of each answer is its official grade; the scale is the verdicts' (the bank's)."""
+    from .human_grades import latest_grades
+
+    folder = verdicts if verdicts.is_dir() else verdicts.parent
+    db = folder / "results.sqlite3"
+    latest = latest_grades(db)
+    if not latest:
+        raise CalibrationError(
+            f"no --human file given and no human grades stored in {db}; grade answers in "
+            f"`evaluator review {folder}` or pass --human GRADES.csv"
+        )
+    with sqlite3.connect(db, timeout=30.0) as c:
+        rows = c.execute("SELECT key, line, question_id, answer, verdict FROM results").fetchall()
+    out, scales = {}, set()
+    for key, line, qid, answer, verdict in rows:
+        if key not in latest:
+            continue
+        if verdict:
+            v = json.loads(verdict)
+            scales.add((float(v["scale_min"]), float(v["scale_max"])))
+        g = latest[key].grade
+        out[key] = {
+            "grades": [g],
+            "official": g,
+            "line": line,
+            "question_id": qid,
+            "answer": answer,
+            "group": None,
+            "level": None,
+            "topic": None,
+        }
+    if len(scales) != 1:
+        raise CalibrationError(
+            f"{db}: the graded answers' verdicts use {len(scales)} scales ({sorted(scales)}); calibrate needs one. "
+            "Export the grades with `evaluator review --export` and pass them per scale with --human"
+        )
+    lo, hi = scales.pop()
+    return {"rows": out, "scale_min": lo, "scale_max": hi}
+
+
+def analyse(
+    verdicts: list[dict],
+    human: dict,
+    columns: list[str],
+    official_label: str,
+    out: Path,
+    n_boot: int = 1000,
+    by_group: bool = False,
+    pass_at: float | None = None,
+) -> tuple[dict, dict[str, Path]]:
+    """Joins verdicts to human grades, measures agreement, fits a mapping; writes metrics.json, mapping.json, the
+    plots and report.html into `out`. Returns the report and the plots' paths."""
+    lo, hi = human["scale_min"], human["scale_max"]
     hrows = human["rows"]
     joined, unscored, unmatched_v = [], 0, []
     for v in verdicts:
@@ -218,14 +286,13 @@ def run(a: argparse.Namespace) -> int:
     if len(joined) < 10:
         raise CalibrationError(
             f"only {len(joined)} scored verdicts joined the human grades (need 10+); {len(unmatched_v)} verdicts "
-            f"had no grade (e.g. {unmatched_v[:3]}), {len(unmatched_h)} grades had no verdict. Check --id-column."
+            f"had no grade (e.g. {unmatched_v[:3]}), {len(unmatched_h)} grades had no verdict. Check --id-column, or grade more answers in `evaluator review`."
         )
     rows = [j[0] for j in joined]
     official = np.array([j[1]["official"] for j in joined])
     groups = np.array([j[0]["question_id"] for j in joined])
     # The raw evaluator score on the human scale: a linear change of scale, nothing fitted.
     raw = np.array([lo + (j[2]["score_100"] / 100.0) * (hi - lo) for j in joined])
-    n_boot = a.bootstrap
 
     report: dict = {
         "n_joined": len(joined),
@@ -234,7 +301,7 @@ def run(a: argparse.Namespace) -> int:
         "grades_without_verdict": len(unmatched_h),
         "scale": [lo, hi],
         "human_columns": columns,
-        "official": a.official or f"mean({', '.join(columns)})",
+        "official": official_label,
     }
     report["uncalibrated"] = _with_ci(raw, official, groups, lo, hi, n_boot)
     if len(columns) >= 2:
@@ -303,13 +370,12 @@ def run(a: argparse.Namespace) -> int:
         "residual_vs_length_calibrated": _corr(lengths, cal - official),
         "residual_vs_position": _corr(positions, cal - official),
     }
-    if a.group_column:
-        pass_at = a.pass_at if a.pass_at is not None else (lo + hi) / 2
+    if by_group:
+        pass_at = pass_at if pass_at is not None else (lo + hi) / 2
         report["bias"]["groups"] = group_checks(
             cal, official, groups, [j[1]["group"] for j in joined], pass_at, min(n_boot, 500)
         )
 
-    out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     mapping_path = mapping.save(out / "mapping.json")
     report["mapping"] = {
@@ -330,14 +396,20 @@ def run(a: argparse.Namespace) -> int:
         "calibration_curve": report_plots.calibration_curve(raw, cal, official, out / "calibration_curve.png"),
     }
     (out / "report.html").write_text(_html(report, plots), encoding="utf-8")
+    return report, plots
+
+
+def _print_summary(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
 
     console = Console()
     t = Table(
         "metric",
         "evaluator (raw)",
-        f"calibrated ({mapping.kind}, question-grouped CV)",
+        f"calibrated ({report['mapping']['kind']}, question-grouped CV)",
         *(["human vs human"] if "human_ceiling" in report else []),
-        title=f"Agreement with the official grade on {len(joined)} answers (95% CI resampled by question)",
+        title=f"Agreement with the official grade on {report['n_joined']} answers (95% CI resampled by question)",
     )
     for m in METRIC_ORDER[:-1]:
         cells = [_fmt(report["uncalibrated"][m]), _fmt(report["calibrated_question_grouped_cv"][m])]
@@ -345,13 +417,16 @@ def run(a: argparse.Namespace) -> int:
             cells.append(_fmt(report["human_ceiling"][m]))
         t.add_row(m, *cells)
     console.print(t)
-    if unmatched_v or unmatched_h or unscored:
+    nv, nh, nu = report["verdicts_without_grade"], report["grades_without_verdict"], report["unscored_excluded"]
+    if nv or nh or nu:
         console.print(
-            f"not joined: {len(unmatched_v)} verdicts without a grade, {len(unmatched_h)} grades without a "
-            f"verdict; {unscored} unscored verdicts excluded"
+            f"not joined: {nv} verdicts without a grade, {nh} grades without a verdict; {nu} unscored verdicts excluded"
         )
-    console.print(f"wrote {out / 'metrics.json'}, {mapping_path} (id {mapping.id}), {out / 'report.html'}")
-    return 0
+    out = Path(report["mapping"]["path"]).parent
+    console.print(
+        f"wrote {out / 'metrics.json'}, {report['mapping']['path']} (id {report['mapping']['id']}), "
+        f"{out / 'report.html'}"
+    )
 
 
 def _fmt(cell: dict) -> str:

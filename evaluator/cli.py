@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .calibrate_cmd import add_calibrate_parser
 
     add_calibrate_parser(sub)
+    from .review_cmd import add_review_parser
+
+    add_review_parser(sub, _add_data_dir)
     return p
 
 
@@ -330,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
             from .calibrate_cmd import run_calibrate
 
             return run_calibrate(a)
+        if a.command == "review":
+            from .review_cmd import run_review
+
+            return run_review(a)
         parser.print_help()
         return 0
     except EvaluatorError as e:

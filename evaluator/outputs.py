@@ -9,14 +9,16 @@ from statistics import mean
 
 from . import svg_charts
 from .csvio import write_csv
+from .human_grades import final_grade, latest_grades
 from .resources import LoadedEvalSet, Resources
 
 
 def _records(store) -> list[dict]:
+    human = latest_grades(store.path)  # reviewers' grades (evaluator review) live beside the verdicts
     out = []
     for r in store.all():
         v = json.loads(r["verdict"]) if r["verdict"] else None
-        out.append({**r, "v": v, "extra": json.loads(r["extra"] or "{}")})
+        out.append({**r, "v": v, "extra": json.loads(r["extra"] or "{}"), "human": human.get(r["key"])})
     return out
 
 
@@ -47,6 +49,12 @@ def write_outputs(
         "similarity",
         "key_point_coverage",
         "reason",
+        "human_score",
+        "human_reviewer",
+        "human_note",
+        "final_score",
+        "final_score_100",
+        "final_source",
         *extra_cols,
     ]
     rows = []
@@ -54,6 +62,8 @@ def write_outputs(
         v = r["v"] or {}
         levels = {c["id"]: c["level"] for c in v.get("criteria", [])}
         sim = v.get("similarity") or {}
+        h = r.get("human")
+        final, final_100, source = final_grade(r["v"], h)
         rows.append(
             [
                 r["line"],
@@ -71,6 +81,12 @@ def write_outputs(
                 sim.get("best_reference"),
                 sim.get("key_point_coverage"),
                 v.get("reason", ""),
+                h.grade if h else None,
+                h.reviewer if h else "",
+                h.note if h else "",
+                final,
+                final_100,
+                source,
                 *[r["extra"].get(k, "") for k in extra_cols],
             ]
         )
@@ -116,15 +132,20 @@ def scorecards(recs: list[dict], les: LoadedEvalSet, advance_at: float, reject_b
             xs = [r["v"]["score_100"] for r in scored if les.by_id[r["question_id"]].level.value == lvl]
             per_level[f"{lvl}_score_100"] = round(mean(xs), 1) if xs else None
         reviews = sum(bool(r["v"] and r["v"]["review_flags"]) for r in rs)
-        if overall is None:
+        # The final grade: a reviewer's where there is one, else the model's. The recommendation follows it.
+        finals = [f for f in (final_grade(r["v"], r.get("human"))[1] for r in rs) if f is not None]
+        final_overall = round(mean(finals), 1) if finals else None
+        human_graded = sum(r.get("human") is not None for r in rs)
+        unreviewed = sum(bool(r["v"] and r["v"]["review_flags"]) and r.get("human") is None for r in rs)
+        if final_overall is None:
             rec = "review"
-        elif overall >= advance_at:
+        elif final_overall >= advance_at:
             rec = "advance"
-        elif overall < reject_below:
+        elif final_overall < reject_below:
             rec = "reject"
         else:
             rec = "hold"
-        if rec != "review" and reviews:
+        if rec != "review" and unreviewed:
             rec += " (check flagged answers)"
         cards.append(
             {
@@ -136,6 +157,8 @@ def scorecards(recs: list[dict], les: LoadedEvalSet, advance_at: float, reject_b
                 "unscored": sum(bool(r["v"]) and r["v"]["status"] != "scored" for r in rs),
                 "red_flags": sum(sum(f.get("hit", True) for f in r["v"]["red_flags"]) for r in scored),
                 "review_count": reviews,
+                "human_graded": human_graded,
+                "final_overall_score_100": final_overall,
                 "recommendation": rec,
             }
         )
