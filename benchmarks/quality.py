@@ -141,6 +141,7 @@ def collect(name: str, limit: int | None = None) -> None:
                     "row": row_of(q, text, v) if text else None,
                     "points": [k.probability for k in v.key_points],
                     "claims": {fo.id: fo.probability for fo in v.red_flags},
+                    "claim_similarity": {fo.id: fo.similarity for fo in v.red_flags},
                     "flags": [x.code for x in v.review_flags],
                     "read_version": v.provenance.prompt_hash,
                 }

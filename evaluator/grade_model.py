@@ -66,7 +66,8 @@ class GradeModel(BaseModel):
     fitted_for: dict[str, str]  # the readings it applies to: judge backend, model, read version, prompt set
     trained_on: dict[str, int]  # answers per data set
     cv: dict[str, dict[str, float]]  # out-of-sample figures (question-grouped CV) it was chosen on
-    # The red-flag detector measured on the red-flag set: auc, threshold, effective (auc >= 0.75).
+    # The red-flag detector measured on the red-flag set: auc, threshold, effective (auc >= 0.75), and the logistic
+    # weights (w_p, w_sim, b) when combining the claim read with sentence similarity measured better.
     red_flags: dict[str, float | bool] = {}
 
     def _z(self, row: dict[str, float]) -> np.ndarray:

@@ -298,6 +298,7 @@ class RedFlagResult(BaseModel):
     effect: Effect
     value: float
     probability: float | None = None
+    similarity: float | None = Field(default=None, description="Cosine of the closest answer sentence to the claim.")
     evidence: str = ""
     evidence_supported: bool | None = None
 

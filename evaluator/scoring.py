@@ -5,6 +5,7 @@ The LLM reports observations (levels, red flags, quotes); every number is comput
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
@@ -488,7 +489,7 @@ class Evaluator:
         )
         model = self.grade_model()
         fraction = model.fraction(row) if model else unfitted_fraction(row)
-        red, hits = self._claim_flags(q, result, model)
+        red, hits = self._claim_flags(q, result, model, text)
         fraction = apply_red_flags(fraction, hits)
         kps = [
             KeyPointResult(
@@ -533,21 +534,26 @@ class Evaluator:
             **base,
         )
 
-    def _claim_flags(self, q: Question, result: JudgeResult, model: GradeModel | None):
-        """Red flags read as their false claims. They act on the score only where the detector was measured to
-        work (AUC >= 0.75 on the red-flag set, with the threshold chosen there); otherwise they are shown as
-        'possible' with their probability and change nothing."""
+    def _claim_flags(self, q: Question, result: JudgeResult, model: GradeModel | None, text: str):
+        """Red flags read as their false claims: the judge's probability that the answer makes the claim, and the
+        cosine of the answer's closest sentence to it. They act on the score only where the detector was measured
+        to work on the red-flag set (AUC >= 0.75, threshold chosen there); otherwise they are shown as 'possible'
+        with their probability and change nothing. Every flag read is listed."""
         defs = {f.id: f for f in q.red_flags}
-        gate = model.red_flags if model else None
+        ids = [fid for fid in result.red_flags if fid in defs]
+        near = best_sentences(self.embedder, [defs[i].claim or defs[i].description for i in ids], text)
+        gate = model.red_flags if model else {}
         red, hits = [], []
-        for fid, fo in result.red_flags.items():
-            p = fo.probability or 0.0
-            hit = bool(gate and gate.get("effective")) and p >= float(gate["threshold"])
+        for fid, e in zip(ids, near, strict=True):
+            f, p = defs[fid], result.red_flags[fid].probability or 0.0
+            hit = bool(gate.get("effective")) and red_flag_detector(gate, p, e.similarity) >= float(gate["threshold"])
             if hit:
-                hits.append(defs[fid])
-            if hit or p >= 0.25:
-                f = defs[fid]
-                red.append(RedFlagResult(id=fid, hit=hit, effect=f.effect, value=f.value, probability=round(p, 4)))
+                hits.append(f)
+            red.append(
+                RedFlagResult(
+                    id=fid, hit=hit, effect=f.effect, value=f.value, probability=round(p, 4), similarity=e.similarity
+                )
+            )
         return red, hits
 
     def _judge(self, q: Question, rubric: Rubric, text: str) -> JudgeResult:
@@ -567,6 +573,15 @@ def _fail_and_disagreement_flags(hits: list[RedFlag], sim: Similarity, fraction:
         why = f"far from the reference (cosine {sim.best_reference:.2f}) but judged high"
         out.append(ReviewFlag(code="judge_similarity_disagree", reason=why))
     return out
+
+
+def red_flag_detector(gate: dict, probability: float, similarity: float) -> float:
+    """The detector's score: a logistic combination of the claim read and the claim's closest sentence when the
+    red-flag set fitted one (weights w_p, w_sim, b), else the judge's probability alone."""
+    if "w_p" not in gate:
+        return probability
+    z = float(gate["w_p"]) * probability + float(gate["w_sim"]) * similarity + float(gate["b"])
+    return 1.0 / (1.0 + math.exp(-z))
 
 
 def derived_criteria(rubric: Rubric, row: dict[str, float], fraction: float) -> list[CriterionResult]:
@@ -602,6 +617,8 @@ def assembled_rationale(
     if missing:
         parts.append("Missing: " + "; ".join(f"{k.text} (p={k.probability:.2f})" for k in missing) + ".")
     for r in red:
+        if not r.hit and (r.probability or 0) < 0.5:
+            continue
         effect = f"applied ({r.effect.value})" if r.hit else "possible, no effect on the score"
         parts.append(f"Red flag {r.id}: p={r.probability:.2f}, {effect}.")
     if not np.isnan(row["keyidea"]):

@@ -121,7 +121,7 @@ def test_a_red_flag_acts_only_where_its_detector_was_measured_to_work(resources,
     (flag,) = [r for r in v.red_flags if r.id == cap.id]
     assert flag.hit is effective and flag.probability == pytest.approx(0.9)
     assert (v.score_100 <= 100 * cap.value) is effective
-    assert ("no effect on the score" in v.rationale) is not effective
+    assert (f"Red flag {cap.id}: p=0.90, possible, no effect on the score." in v.rationale) is not effective
 
 
 def test_imported_bank_gets_points_from_its_reference(resources, tmp_path):
