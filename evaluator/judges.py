@@ -323,7 +323,11 @@ class Judge:
                 out.status, out.reason, out.retryable = "unscored", str(err), err.retryable
             else:
                 # A new request would likely succeed: not cached, and a re-run grades the row again.
-                out.status, out.reason, out.retryable = "unscored", f"judge reply unusable after one repair: {err}", True
+                out.status, out.reason, out.retryable = (
+                    "unscored",
+                    f"judge reply unusable after one repair: {err}",
+                    True,
+                )
             return out
         assert isinstance(parsed, JudgeOutput)
         by_id = {c.criterion: c for c in parsed.criteria}
@@ -563,7 +567,9 @@ class OpenAIBackend:
                 try:
                     resp.choices[0].message  # noqa: B018
                 except (AttributeError, IndexError, TypeError):
-                    raise UnusableReplyError(f"the endpoint's reply is not a chat completion: {_preview(resp)}") from None
+                    raise UnusableReplyError(
+                        f"the endpoint's reply is not a chat completion: {_preview(resp)}"
+                    ) from None
                 return resp, secs
             self._pause(min(wait, 30.0))
         raise AssertionError("unreachable: the last attempt raises")
@@ -613,7 +619,9 @@ class OpenAIBackend:
             return AnswerRefusedError(f"HTTP {status}: {msg}", status=status)
         if detecting and status in (400, 422):
             return DialectRejectedError(f"HTTP {status}: {msg}")
-        return EndpointError(f"endpoint answered HTTP {status}: {msg}; a re-run retries it", retryable=True, status=status)
+        return EndpointError(
+            f"endpoint answered HTTP {status}: {msg}; a re-run retries it", retryable=True, status=status
+        )
 
     def _models_served(self) -> str:
         try:
