@@ -349,7 +349,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.rstrip("/").endswith("/fake/stats"):  # request counts, for a server in another process
             self._send(200, self.server.stats())
         elif self.path.rstrip("/").endswith("/models"):
-            self._send(200, {"object": "list", "data": [{"id": self.server.model, "object": "model"}]})
+            ids = self.server.models or [self.server.model]
+            self._send(200, {"object": "list", "data": [{"id": i, "object": "model"} for i in ids]})
         else:
             self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
 

@@ -557,7 +557,10 @@ class OpenAIBackend:
                 delay = min(delay * 2, 8.0)
             except self.openai.APIStatusError as e:
                 self._failures_in_a_row = 0
-                raise self._status_error(e, detecting) from e
+                err = self._status_error(e, detecting)
+                if isinstance(err, JudgeUnavailableError):
+                    self._down = self._down or str(err)  # every other request stops here too
+                raise err from e
             except (self.openai.APIResponseValidationError, ValueError, TypeError, AttributeError) as e:
                 # An empty body or an HTML page served with status 200 (a proxy in front of the server).
                 self._failures_in_a_row = 0
