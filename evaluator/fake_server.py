@@ -478,8 +478,10 @@ def main(argv: list[str] | None = None) -> int:
     kinds = ("http500", "timeout", "malformed", "http429", "empty", "html", "disconnect", "wrong_schema")
     for name in kinds:
         p.add_argument(f"--{name.replace('_', '-')}", type=float, default=0.0, help=f"fraction of requests: {name}")
+    p.add_argument("--timeout-sleep", type=float, default=1.0, help="seconds a timeout fault sleeps")
+    p.add_argument("--first-500", type=int, default=0, help="answer the first N requests with HTTP 500")
     a = p.parse_args(argv)
-    faults = Faults(**{k: getattr(a, k) for k in kinds})
+    faults = Faults(**{k: getattr(a, k) for k in kinds}, timeout_sleep=a.timeout_sleep, first_500=a.first_500)
     with serve(a.latency, faults, a.seed) as url:
         print(url, flush=True)
         try:

@@ -83,7 +83,7 @@ def closed_port_url() -> str:
 @pytest.fixture
 def no_backoff(monkeypatch):
     """Retries happen as in production, without waiting out the backoff."""
-    monkeypatch.setattr(judges.OpenAIBackend, "_pause", lambda self, s: None)
+    monkeypatch.setattr(judges.OpenAIBackend, "_pause", lambda self, s: None, raising=False)
 
 
 # ---------------------------------------------------------------- 1. every reply shape is survived
