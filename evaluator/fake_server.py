@@ -26,7 +26,8 @@ answers the first N requests with HTTP 500 whatever else is set (a burst at star
 
 Configuration errors: with `api_key` set, a request without that bearer key gets HTTP 401; with
 `models` set, a request for another model gets HTTP 404 (as vLLM answers); `reject_dialects` lists
-response_format forms answered with HTTP 400 (json_schema, llama_cpp, json_object).
+response_format forms answered with HTTP 400 (json_schema, llama_cpp, json_object); with
+`context_chars` set, a request whose messages are longer gets HTTP 400 "maximum context length".
 """
 
 from __future__ import annotations
@@ -137,8 +138,10 @@ class FakeOpenAIServer(ThreadingHTTPServer):
         api_key: str | None = None,
         models: list[str] | None = None,
         reject_dialects: tuple[str, ...] = (),
+        context_chars: int | None = None,
     ):
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.context_chars = context_chars
         self.api_key = api_key
         self.models = models
         self.reject_dialects = tuple(reject_dialects)
@@ -378,6 +381,13 @@ class _Handler(BaseHTTPRequestHandler):
             msg = f"The model `{req.get('model')}` does not exist."
             self._send(404, {"error": {"message": msg, "type": "NotFoundError", "code": 404}})
             return
+        chars = sum(len(str(m.get("content") or "")) for m in req.get("messages") or [])
+        if srv.context_chars is not None and chars > srv.context_chars:
+            with srv._lock:
+                srv.counts["context_exceeded"] += 1
+            msg = f"This model's maximum context length is {srv.context_chars} tokens; your messages have {chars}."
+            self._send(400, {"error": {"message": msg, "type": "invalid_request_error"}})
+            return
         form = _form(req.get("response_format"))
         with srv._lock:
             srv.counts[f"form:{form}"] += 1
@@ -456,7 +466,7 @@ def serve(
     **options,
 ) -> Iterator[BaseURL]:
     """Runs a fake server on 127.0.0.1 (ephemeral port) for the duration of the block; yields its base URL.
-    `options`: api_key, models, reject_dialects (see FakeOpenAIServer)."""
+    `options`: api_key, models, reject_dialects, context_chars (see FakeOpenAIServer)."""
     srv = FakeOpenAIServer(latency=latency, faults=faults, seed=seed, model=model, logprobs=logprobs, **options).start()
     url = BaseURL(srv.base_url)
     url.server = srv

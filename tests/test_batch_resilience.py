@@ -227,13 +227,30 @@ def test_refresh_regrades_every_row_in_the_same_folder(tmp_path):
         assert url.server.requests - first == first
 
 
-def test_an_answer_refused_for_its_length_is_final_and_cached():
-    from evaluator.judges import is_final
-
-    assert is_final("unscored", f"{judges.ANSWER_REFUSED}: HTTP 400: maximum context length exceeded", False)
-    assert not is_final("unscored", "endpoint answered HTTP 401: bad key", False)
-    assert not is_final("unscored", f"{judges.ANSWER_REFUSED}: ...", True)
-    assert is_final("scored", "", False)
+def test_an_answer_too_long_for_the_judge_is_final_and_cached(tmp_path):
+    """The one unscored verdict kept for good: the endpoint refuses the answer itself, and would again."""
+    src = write(
+        tmp_path / "a.csv",
+        [
+            ["candidate_id", "question_id", "answer"],
+            ["ana", "overfitting", GOOD],
+            ["ben", "overfitting", "Noise is memorised. " * 300],  # 6000 characters, under --max-chars
+            ["cara", "overfitting", GOOD + " Early stopping too."],
+        ],
+    )
+    out = tmp_path / "out"
+    # The prompt around an answer is ~5000 characters: 10000 takes the short answers, not the 6000-character one.
+    with serve(context_chars=10000) as url:
+        assert grade(src, out, *endpoint(url)) == 0
+        rows = {r["candidate_id"]: r for r in read_rows(out / "results.csv")}
+        assert rows["ben"]["status"] == "unscored" and rows["ben"]["reason"].startswith(judges.ANSWER_REFUSED)
+        assert "maximum context length" in rows["ben"]["reason"]
+        assert rows["ana"]["status"] == rows["cara"]["status"] == "scored"
+        assert cached(tmp_path) == 3
+        before = url.server.stats()
+        assert grade(src, out, *endpoint(url)) == 0
+        assert grade(src, tmp_path / "elsewhere", *endpoint(url)) == 0  # the cache keeps it too
+        assert url.server.stats() == before  # nothing asked again
 
 
 # ---------------------------------------------------------------- 4. bad replies are not final
