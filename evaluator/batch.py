@@ -314,8 +314,9 @@ def grade_rows(
                 except (JudgeAborted, CancelledError):
                     continue
                 except Exception as e:  # noqa: BLE001 - the first failure stops the batch and is raised below
-                    failure = failure or e
-                    halt()
+                    if not aborted:  # once stopping, requests cut short fail in any way: their rows stay pending
+                        failure = e
+                        halt()
                     continue
                 store.save(r.key, v)
                 progress.add(v)

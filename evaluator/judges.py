@@ -561,6 +561,10 @@ class OpenAIBackend:
                 if isinstance(err, JudgeUnavailableError):
                     self._down = self._down or str(err)  # every other request stops here too
                 raise err from e
+            except RuntimeError as e:
+                if self._stop.is_set():  # the client was closed by abort() before this request went out
+                    raise JudgeAborted("the run is stopping") from e
+                raise
             except (self.openai.APIResponseValidationError, ValueError, TypeError, AttributeError) as e:
                 # An empty body or an HTML page served with status 200 (a proxy in front of the server).
                 self._failures_in_a_row = 0
