@@ -276,7 +276,7 @@ class Judge:
         except EndpointError as e:
             out.status, out.reason, out.retryable = "unscored", str(e), e.retryable
         except JudgeReplyError as e:
-            out.status, out.reason = "unscored", f"judge reply unusable: {e}"
+            out.status, out.reason, out.retryable = "unscored", f"judge reply unusable: {e}", True
         out.usage = usage
         return out
 
