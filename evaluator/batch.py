@@ -6,19 +6,21 @@ from __future__ import annotations
 import argparse
 import json
 import queue
+import re
 import signal
 import sqlite3
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import DEFAULT_CONCURRENCY
 from .csvio import read_csv
 from .errors import InputError, ValidationError
+from .judges import JudgeAborted, JudgeUnavailableError, is_final
 from .models import Verdict
 from .resources import LoadedEvalSet, unknown_question_message
 from .scoring import Evaluator, build_evaluator
@@ -136,26 +138,41 @@ class ResultStore:
             )
 
     def register(self, rows: list[Row]) -> None:
+        """Adds the rows as pending; a row already stored takes the current CSV's text, line and columns, and
+        becomes pending again if its answer or question changed (its old verdict judged other text)."""
+        same = "(results.answer IS excluded.answer AND results.question_id IS excluded.question_id)"
         with self.lock, self.conn:
             self.conn.executemany(
-                "INSERT OR IGNORE INTO results (key, line, candidate_id, question_id, answer_id, answer, extra, status)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
+                "INSERT INTO results (key, line, candidate_id, question_id, answer_id, answer, extra, status)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending') ON CONFLICT(key) DO UPDATE SET line=excluded.line, "
+                "candidate_id=excluded.candidate_id, question_id=excluded.question_id, answer_id=excluded.answer_id, "
+                f"answer=excluded.answer, extra=excluded.extra, status=CASE WHEN {same} THEN results.status ELSE "
+                f"'pending' END, verdict=CASE WHEN {same} THEN results.verdict END, "
+                f"finished=CASE WHEN {same} THEN results.finished END",
                 [
                     (r.key, r.line, r.candidate_id, r.question_id, r.answer_id, r.answer, json.dumps(r.extra))
                     for r in rows
                 ],
             )
 
-    def finished_keys(self) -> dict[str, str | None]:
-        """Finished rows and the cache key of the settings that graded them (None for rows without a verdict)."""
+    def absent(self, keys: set[str]) -> list[str]:
+        """Stored rows whose key is not in `keys` (rows of an earlier CSV)."""
         with self.lock:
-            # Rows left unscored by a transient endpoint failure are graded again on a re-run.
-            return dict(
-                self.conn.execute(
-                    "SELECT key, json_extract(verdict, '$.provenance.cache_key') FROM results WHERE status != 'pending' "
-                    "AND NOT (status = 'unscored' AND json_extract(verdict, '$.retryable') = 1)"
-                ).fetchall()
-            )
+            return [k for (k,) in self.conn.execute("SELECT key FROM results ORDER BY line") if k not in keys]
+
+    def prune(self, keys: list[str]) -> None:
+        with self.lock, self.conn:
+            self.conn.executemany("DELETE FROM results WHERE key=?", [(k,) for k in keys])
+
+    def finished_keys(self) -> dict[str, str | None]:
+        """Rows whose verdict is final, and the cache key of the settings that graded them (None for rows without
+        one). Unscored rows are graded again on a re-run, unless the judge refused the answer itself."""
+        with self.lock:
+            found = self.conn.execute(
+                "SELECT key, status, json_extract(verdict, '$.reason'), json_extract(verdict, '$.retryable'), "
+                "json_extract(verdict, '$.provenance.cache_key') FROM results WHERE status != 'pending'"
+            ).fetchall()
+        return {k: ck for k, status, reason, retry, ck in found if is_final(status, reason or "", bool(retry))}
 
     def save(self, key: str, verdict: Verdict) -> None:
         with self.lock, self.conn:
@@ -227,7 +244,8 @@ def grade_rows(
     # verdicts meanwhile, so no request slot waits on that work (measured: 1000 answers at 32 x 200 ms went
     # from 7.9 s to 7.2 s with half as many workers again).
     workers = concurrency if local else concurrency + max(2, concurrency // 2)
-    done = store.finished_keys()
+    # --refresh regrades every row, whatever the store holds.
+    done = {} if ev.refresh else store.finished_keys()
     # A finished row counts only if the same settings graded it (same rubric, prompts, judge, calibration...):
     # re-running with anything changed grades it again instead of keeping a stale verdict.
     stale = [
@@ -248,12 +266,28 @@ def grade_rows(
     def work(r: Row) -> tuple[Row, Verdict]:
         return r, ev.score(les, les.by_id[r.question_id], r.answer)
 
+    failure: BaseException | None = None
+    aborted = False
+
+    def halt() -> None:
+        """Stops the run: no new row starts, queued rows are dropped, requests in flight end. Rows that finish
+        meanwhile are still saved; the others stay pending."""
+        nonlocal aborted
+        stop.set()
+        if not aborted:
+            aborted = True
+            for f in running:
+                f.cancel()
+            abort = getattr(ev.judge.backend, "abort", None)
+            if abort:
+                abort()
+
+    running: set = set()
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         # The embedded judge and the embedding model would share the same cores: llama.cpp's threads slow down
         # badly when preempted, so its rows are all embedded first (measured on 300 Mohler answers: 2.04 -> 2.12
         # answers/s).
         it = embedded_ahead(ev, les, pending, stop, [len(pending)] if local else chunk_sizes(len(pending)))
-        running = set()
         # Finished futures arrive on a queue: waiting on the whole running set each time costs O(running).
         finished: queue.Queue = queue.Queue()
         try:
@@ -265,20 +299,38 @@ def grade_rows(
                     fut = pool.submit(work, r)
                     running.add(fut)
                     fut.add_done_callback(finished.put)
+                if stop.is_set():
+                    halt()
                 if not running:
                     break
-                fut = finished.get()
+                try:
+                    # A timeout, so that a signal's stop is seen while every request is still in flight.
+                    fut = finished.get(timeout=0.2)
+                except queue.Empty:
+                    continue
                 running.discard(fut)
-                r, v = fut.result()
+                try:
+                    r, v = fut.result()
+                except (JudgeAborted, CancelledError):
+                    continue
+                except Exception as e:  # noqa: BLE001 - the first failure stops the batch and is raised below
+                    if not aborted:  # once stopping, requests cut short fail in any way: their rows stay pending
+                        failure = e
+                        halt()
+                    continue
                 store.save(r.key, v)
                 progress.add(v)
                 if on_done:
                     on_done(progress)
         except BaseException:
-            stop.set()
-            for f in running:
-                f.cancel()
+            halt()
             raise
+        finally:
+            # Ends the embedding thread before returning: a thread still inside the embedding model when the
+            # interpreter exits aborts the process ("terminate called without an active exception").
+            it.close()
+    if failure is not None:
+        raise failure
 
 
 def chunk_sizes(n: int, largest: int = 512, smallest: int = 64) -> list[int]:
@@ -305,9 +357,13 @@ def embedded_ahead(
     refs = [t for qid in dict.fromkeys(r.question_id for r in rows) for t in les.by_id[qid].reference_texts]
     ev.embedder.encode(list(dict.fromkeys(refs)))
     ready: queue.Queue = queue.Queue(maxsize=2)
+    done = threading.Event()  # the consumer is gone: the producer stops at its next step
+
+    def halted() -> bool:
+        return stop.is_set() or done.is_set()
 
     def put(item) -> bool:
-        while not stop.is_set():
+        while not halted():
             try:
                 ready.put(item, timeout=0.1)
                 return True
@@ -321,19 +377,36 @@ def embedded_ahead(
             for size in sizes:
                 part = rows[i : i + size]
                 i += size
-                answers = [a for a in (ev.prepare_answer(r.answer)[0] for r in part) if a]
-                ev.embedder.encode_answers(list(dict.fromkeys(answers)))
+                answers = list(dict.fromkeys(a for a in (ev.prepare_answer(r.answer)[0] for r in part) if a))
+                # In steps of 64, so a stopping run waits for one small step, not a whole chunk.
+                for j in range(0, len(answers), 64):
+                    if halted():
+                        return
+                    ev.embedder.encode_answers(answers[j : j + 64])
                 if not put(part):
                     return
             put(None)
         except BaseException as e:  # handed to the consumer, which raises it where the batch can report it
             put(e)
 
-    threading.Thread(target=produce, name="embed-ahead", daemon=True).start()
-    while (item := ready.get()) is not None:
-        if isinstance(item, BaseException):
-            raise item
-        yield from item
+    producer = threading.Thread(target=produce, name="embed-ahead", daemon=True)
+    producer.start()
+    try:
+        while True:
+            try:
+                item = ready.get(timeout=0.2)
+            except queue.Empty:
+                if stop.is_set():
+                    return
+                continue
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield from item
+    finally:
+        done.set()
+        producer.join()
 
 
 # ---------------------------------------------------------------- CLI glue
@@ -354,6 +427,9 @@ def add_grade_parsers(sub, add_judge_flags, add_data_dir) -> None:
     g.add_argument("--answer-column", default="answer")
     g.add_argument("--answer-id-column", default="answer_id")
     g.add_argument("--strict", action="store_true", help="stop before grading if any row is rejected")
+    g.add_argument(
+        "--prune", action="store_true", help="drop rows of an earlier CSV from the output folder's results store"
+    )
     g.add_argument(
         "--concurrency",
         type=int,
@@ -431,57 +507,112 @@ def run_grade_command(a: argparse.Namespace, evaluator_kw: dict) -> int:
         return 0
     store = ResultStore(out / "results.sqlite3")
     store.register(rows)
+    _report_absent(store, rows, a)
     progress = Progress(total=len(rows), price_in=a.price_in, price_out=a.price_out)
     stop = threading.Event()
-    old = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signals: list[int] = []
+
+    def on_signal(signum, _frame) -> None:
+        if signals:  # a second signal: stop waiting for the requests in flight
+            raise KeyboardInterrupt
+        signals.append(signum)
+        stop.set()
+
+    old = _install(on_signal)
     t0 = time.perf_counter()
     try:
         _with_progress_bar(lambda cb: grade_rows(ev, les, rows, store, a.concurrency, progress, cb, stop), progress)
     except KeyboardInterrupt:
-        print(
-            f"\nstopped: {progress.done} of {progress.total} rows are saved in {out / 'results.sqlite3'}. "
-            f"Resume with the same command.",
-            file=sys.stderr,
-        )
-        return 130
+        if not signals:
+            signals.append(signal.SIGINT)
+    except JudgeUnavailableError as e:
+        write_outputs(store, les, ev.resources, out, a.advance_at, a.reject_below, rejected)
+        left = summarise(store)["pending"]
+        raise JudgeUnavailableError(
+            f"{e}.\nThe batch stopped: {len(rows) - left} of {len(rows)} rows are saved in {out / 'results.sqlite3'}, "
+            f"{left} stay pending and nothing was cached for them. Fix the above, then run the same command to resume."
+        ) from e
     finally:
-        signal.signal(signal.SIGTERM, old)
+        _install(old)
     secs = time.perf_counter() - t0
     paths = write_outputs(store, les, ev.resources, out, a.advance_at, a.reject_below, rejected)
     summary = summarise(store)
     reasons = f" {summary['unscored_by_reason']}" if summary["unscored_by_reason"] else ""
+    pending = f", {summary['pending']} pending" if summary["pending"] else ""
     print(
-        f"graded {summary['scored']} scored, {summary['unscored']} unscored{reasons}, {len(rejected)} rejected, {summary['flagged']} flagged for review "
-        f"in {secs:.1f} s; {progress.calls} judge calls, {progress.prompt_tokens + progress.completion_tokens} "
-        f"tokens, est. cost ${progress.cost:.4f}"
+        f"graded {summary['scored']} scored, {summary['unscored']} unscored{reasons}, {len(rejected)} rejected"
+        f"{pending}, {summary['flagged']} flagged for review in {secs:.1f} s; {progress.calls} judge calls, "
+        f"{progress.prompt_tokens + progress.completion_tokens} tokens, est. cost ${progress.cost:.4f}"
     )
     if progress.regraded:
         print(
             f"{progress.regraded} rows finished in an earlier run with other settings (rubric, prompts, judge, "
             "calibration...) were graded again"
         )
+    if summary["retry"]:
+        print(
+            f"{summary['retry']} unscored rows failed for a reason other than the answer: the same command grades them again"
+        )
     for p in paths:
         print(f"wrote {p}")
-    return 0 if not stop.is_set() else 130
+    if signals:
+        name = signal.Signals(signals[0]).name
+        print(
+            f"\nstopped by {name}: {progress.done} of {progress.total} rows are saved in {out / 'results.sqlite3'}, "
+            f"{progress.total - progress.done} pending (the outputs say so). To resume, run the same command.",
+            file=sys.stderr,
+        )
+        return 128 + signals[0]
+    return 0
+
+
+def _install(handlers) -> dict:
+    """Sets a handler for SIGINT and SIGTERM (a callable, or a dict of them as returned); returns the previous ones.
+    Off the main thread (the library used from a worker) signals cannot be caught, and nothing is changed."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    old = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        h = handlers.get(sig) if isinstance(handlers, dict) else handlers
+        if h is not None:
+            old[sig] = signal.signal(sig, h)
+    return old
+
+
+def _report_absent(store: ResultStore, rows: list[Row], a: argparse.Namespace) -> None:
+    absent = store.absent({r.key for r in rows})
+    if not absent:
+        return
+    if a.prune:
+        store.prune(absent)
+        print(f"pruned {len(absent)} rows of an earlier CSV that {a.csv} no longer has", file=sys.stderr)
+    else:
+        print(
+            f"warning: {len(absent)} rows in {Path(a.out) / 'results.sqlite3'} are not in {a.csv} (from an earlier "
+            f"CSV, e.g. {absent[0]}); they stay in the outputs. Add --prune to drop them.",
+            file=sys.stderr,
+        )
 
 
 def summarise(store: ResultStore) -> dict:
     rows = store.all()
     by_reason: dict[str, int] = {}
-    flagged = 0
+    flagged = retry = 0
     for r in rows:
         if r["verdict"]:
             v = json.loads(r["verdict"])
             if v["status"] != "scored":
-                key = v["reason"].split(":")[0][:60]
+                key = re.split(r"[:(;]", v["reason"])[0].strip()[:60]
                 by_reason[key] = by_reason.get(key, 0) + 1
+                retry += not is_final(v["status"], v["reason"], v.get("retryable", False))
             flagged += bool(v["review_flags"])
     return {
+        "total": len(rows),
         "scored": sum(r["status"] == "scored" for r in rows),
         "unscored": sum(r["status"] == "unscored" for r in rows),
         "pending": sum(r["status"] == "pending" for r in rows),
         "unscored_by_reason": by_reason,
+        "retry": retry,
         "flagged": flagged,
     }
 

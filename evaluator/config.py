@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field
 
@@ -41,7 +43,28 @@ class JudgeSettings(BaseModel):
 
     def public_params(self) -> dict:
         """Parameters that can change a verdict (used in provenance and the cache key; no secrets)."""
-        return self.model_dump(exclude={"api_key", "timeout", "n_threads"})
+        out = self.model_dump(exclude={"api_key", "timeout", "n_threads"})
+        if out.get("base_url"):
+            out["base_url"] = redact_url(out["base_url"])
+        return out
+
+
+_SECRET_PARAM = re.compile(r"key|token|secret|password|sig", re.I)
+
+
+def redact_url(url: str) -> str:
+    """The URL without a user and password (http://user:key@host/v1) and without query parameters that look like
+    credentials (?api-key=...): what may be shown, logged, cached or written into a verdict."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    query = "&".join(
+        f"{k}=***" if _SECRET_PARAM.search(k) else (f"{k}={v}" if v else k)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def resolve_judge_settings(

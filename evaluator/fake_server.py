@@ -18,8 +18,16 @@ Replies are deterministic and valid for the evaluator's judge:
 
 Faults are fractions of requests: HTTP 500, timeouts (the server sleeps `timeout_sleep` seconds,
 longer than the client's timeout), malformed JSON content (HTTP 200 with a cut-off JSON object),
-and HTTP 429 with a Retry-After header. Whether a request fails is decided from (seed, request
-number), so a run is reproducible and a fault is transient: the retried request has a new number.
+HTTP 429 with a Retry-After header, an empty body with status 200, an HTML error page with status
+200 (what a proxy in front of the server sends), a connection closed without any reply, and a valid
+JSON reply of the wrong schema. Whether a request fails is decided from (seed, request number), so
+a run is reproducible and a fault is transient: the retried request has a new number. `first_500`
+answers the first N requests with HTTP 500 whatever else is set (a burst at start).
+
+Configuration errors: with `api_key` set, a request without that bearer key gets HTTP 401; with
+`models` set, a request for another model gets HTTP 404 (as vLLM answers); `reject_dialects` lists
+response_format forms answered with HTTP 400 (json_schema, llama_cpp, json_object); with
+`context_chars` set, a request whose messages are longer gets HTTP 400 "maximum context length".
 """
 
 from __future__ import annotations
@@ -50,8 +58,13 @@ class Faults:
     timeout: float = 0.0
     malformed: float = 0.0
     http429: float = 0.0
+    empty: float = 0.0  # HTTP 200 with an empty body
+    html: float = 0.0  # HTTP 200 with an HTML error page
+    disconnect: float = 0.0  # the connection is closed without a reply
+    wrong_schema: float = 0.0  # HTTP 200, a chat completion whose content is valid JSON of another schema
     timeout_sleep: float = 1.0  # seconds the server sleeps on a timeout fault
     retry_after: str = "0"  # the Retry-After header sent with a 429
+    first_500: int = 0  # the first N requests are answered with HTTP 500
 
     @classmethod
     def of(cls, faults: Faults | dict | None) -> Faults:
@@ -75,6 +88,10 @@ class Faults:
             ("timeout", self.timeout),
             ("malformed", self.malformed),
             ("http429", self.http429),
+            ("empty", self.empty),
+            ("html", self.html),
+            ("disconnect", self.disconnect),
+            ("wrong_schema", self.wrong_schema),
         ]
         if sum(p for _, p in out) > 1.0 + 1e-9:
             raise ValueError("fault fractions sum to more than 1")
@@ -118,8 +135,16 @@ class FakeOpenAIServer(ThreadingHTTPServer):
         seed: int = 0,
         model: str = "fake-model",
         logprobs: bool = True,
+        api_key: str | None = None,
+        models: list[str] | None = None,
+        reject_dialects: tuple[str, ...] = (),
+        context_chars: int | None = None,
     ):
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.context_chars = context_chars
+        self.api_key = api_key
+        self.models = models
+        self.reject_dialects = tuple(reject_dialects)
         self.latency = latency
         self.faults = Faults.of(faults)
         self.fault_kinds = self.faults.kinds()
@@ -161,11 +186,11 @@ class FakeOpenAIServer(ThreadingHTTPServer):
             n = self._n
             self._n += 1
         u = _unit("fault", self.seed, n)
-        fault = None
+        fault = "http500" if n < self.faults.first_500 else None
         acc = 0.0
         for kind, p in self.fault_kinds:
             acc += p
-            if u < acc:
+            if fault is None and u < acc:
                 fault = kind
                 break
         with self._lock:
@@ -308,11 +333,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 - quiet
         pass
 
-    def _send(self, status: int, body: dict, headers: dict | None = None) -> None:
-        data = json.dumps(body).encode("utf-8")
+    def _send(self, status: int, body: dict | bytes, headers: dict | None = None) -> None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
+        headers = dict(headers or {})
+        content_type = headers.pop("Content-Type", "application/json")
         try:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             for k, v in (headers or {}).items():
                 self.send_header(k, v)
@@ -325,7 +352,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.rstrip("/").endswith("/fake/stats"):  # request counts, for a server in another process
             self._send(200, self.server.stats())
         elif self.path.rstrip("/").endswith("/models"):
-            self._send(200, {"object": "list", "data": [{"id": self.server.model, "object": "model"}]})
+            ids = self.server.models or [self.server.model]
+            self._send(200, {"object": "list", "data": [{"id": i, "object": "model"} for i in ids]})
         else:
             self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
 
@@ -341,6 +369,32 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, {"error": {"message": f"invalid JSON body: {e}", "type": "invalid_request_error"}})
             return
         srv = self.server
+        if srv.api_key is not None and self.headers.get("Authorization") != f"Bearer {srv.api_key}":
+            with srv._lock:
+                srv.counts["http401"] += 1
+            msg = "Incorrect API key provided."
+            self._send(401, {"error": {"message": msg, "type": "invalid_request_error", "code": "invalid_api_key"}})
+            return
+        if srv.models is not None and req.get("model") not in srv.models:
+            with srv._lock:
+                srv.counts["http404"] += 1
+            msg = f"The model `{req.get('model')}` does not exist."
+            self._send(404, {"error": {"message": msg, "type": "NotFoundError", "code": 404}})
+            return
+        chars = sum(len(str(m.get("content") or "")) for m in req.get("messages") or [])
+        if srv.context_chars is not None and chars > srv.context_chars:
+            with srv._lock:
+                srv.counts["context_exceeded"] += 1
+            msg = f"This model's maximum context length is {srv.context_chars} tokens; your messages have {chars}."
+            self._send(400, {"error": {"message": msg, "type": "invalid_request_error"}})
+            return
+        form = _form(req.get("response_format"))
+        with srv._lock:
+            srv.counts[f"form:{form}"] += 1
+        if form in srv.reject_dialects:
+            msg = f"response_format of type {form} is not supported"
+            self._send(400, {"error": {"message": msg, "type": "invalid_request_error"}})
+            return
         with srv._lock:
             srv._in_flight += 1
             srv.max_in_flight = max(srv.max_in_flight, srv._in_flight)
@@ -351,9 +405,12 @@ class _Handler(BaseHTTPRequestHandler):
             # this reply, so the count never includes a request the client already considers finished.
             with srv._lock:
                 srv._in_flight -= 1
+        if reply is None:  # a connection closed without a reply
+            self.close_connection = True
+            return
         self._send(*reply)
 
-    def _reply(self, srv: FakeOpenAIServer, req: dict) -> tuple[int, dict, dict | None]:
+    def _reply(self, srv: FakeOpenAIServer, req: dict) -> tuple[int, dict | bytes, dict | None] | None:
         n, fault = srv._next()
         if fault == "timeout":
             time.sleep(srv.faults.timeout_sleep)
@@ -369,7 +426,28 @@ class _Handler(BaseHTTPRequestHandler):
                 {"error": {"message": "fake rate limit", "type": "rate_limit_error"}},
                 {"Retry-After": srv.faults.retry_after},
             )
-        return 200, srv.reply(req, n, fault == "malformed"), None
+        if fault == "empty":
+            return 200, b"", None
+        if fault == "html":
+            page = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
+            return 200, page, {"Content-Type": "text/html"}
+        if fault == "disconnect":
+            return None
+        reply = srv.reply(req, n, fault == "malformed")
+        if fault == "wrong_schema":
+            message = reply["choices"][0]["message"]
+            message["content"] = '{"verdict": "good", "score": 7}' if req.get("max_tokens") != 1 else "good"
+            reply["choices"][0]["logprobs"] = None
+        return 200, reply, None
+
+
+def _form(response_format) -> str:
+    """The structured-output form a request asks for (as the evaluator names its dialects), or none."""
+    if not isinstance(response_format, dict):
+        return "none"
+    if response_format.get("type") == "json_schema":
+        return "json_schema"
+    return "llama_cpp" if "schema" in response_format else "json_object"
 
 
 class BaseURL(str):
@@ -385,9 +463,11 @@ def serve(
     seed: int = 0,
     model: str = "fake-model",
     logprobs: bool = True,
+    **options,
 ) -> Iterator[BaseURL]:
-    """Runs a fake server on 127.0.0.1 (ephemeral port) for the duration of the block; yields its base URL."""
-    srv = FakeOpenAIServer(latency=latency, faults=faults, seed=seed, model=model, logprobs=logprobs).start()
+    """Runs a fake server on 127.0.0.1 (ephemeral port) for the duration of the block; yields its base URL.
+    `options`: api_key, models, reject_dialects, context_chars (see FakeOpenAIServer)."""
+    srv = FakeOpenAIServer(latency=latency, faults=faults, seed=seed, model=model, logprobs=logprobs, **options).start()
     url = BaseURL(srv.base_url)
     url.server = srv
     try:
@@ -405,10 +485,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--latency", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
-    for name in ("http500", "timeout", "malformed", "http429"):
-        p.add_argument(f"--{name}", type=float, default=0.0, help=f"fraction of requests answered with {name}")
+    kinds = ("http500", "timeout", "malformed", "http429", "empty", "html", "disconnect", "wrong_schema")
+    for name in kinds:
+        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=0.0, help=f"fraction of requests: {name}")
+    p.add_argument("--timeout-sleep", type=float, default=1.0, help="seconds a timeout fault sleeps")
+    p.add_argument("--first-500", type=int, default=0, help="answer the first N requests with HTTP 500")
     a = p.parse_args(argv)
-    faults = Faults(http500=a.http500, timeout=a.timeout, malformed=a.malformed, http429=a.http429)
+    faults = Faults(**{k: getattr(a, k) for k in kinds}, timeout_sleep=a.timeout_sleep, first_500=a.first_500)
     with serve(a.latency, faults, a.seed) as url:
         print(url, flush=True)
         try:

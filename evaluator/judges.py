@@ -21,7 +21,7 @@ from typing import Protocol
 import pydantic
 from pydantic import BaseModel
 
-from .config import DEFAULT_CONCURRENCY, JudgeSettings
+from .config import DEFAULT_CONCURRENCY, JudgeSettings, redact_url
 from .errors import JudgeConfigError
 from .key_points import key_points_of
 from .models import JudgeOutput, Question, Rubric, Usage
@@ -41,12 +41,48 @@ class JudgeReplyError(Exception):
 
 
 class EndpointError(JudgeReplyError):
-    """The endpoint gave no reply. `retryable`: a transient failure (429, 5xx, timeout) worth a later re-run."""
+    """The endpoint gave no usable reply. `retryable`: the failure is not a property of the answer (429, 5xx,
+    timeouts, unusable replies...), so the verdict is not cached and a re-run grades the row again."""
 
     def __init__(self, message: str, retryable: bool, status: int | None = None):
         super().__init__(message)
         self.retryable = retryable
         self.status = status
+
+
+# An unscored verdict whose reason starts with this is final: the endpoint refused the answer itself (too long
+# for the model's context, a content filter), so the same request would be refused again. It is cached.
+ANSWER_REFUSED = "the judge refused this answer"
+
+
+class AnswerRefusedError(EndpointError):
+    """The judge cannot take this answer as it is (context length, content filter): a property of the answer."""
+
+    def __init__(self, detail: str, status: int | None = None):
+        super().__init__(f"{ANSWER_REFUSED}: {detail}", retryable=False, status=status)
+
+
+class UnusableReplyError(JudgeReplyError):
+    """A reply of the wrong shape (empty body, an HTML page, no choices, no digit): worth asking again."""
+
+
+class DialectRejectedError(JudgeReplyError):
+    """The endpoint rejected this response_format form: detection tries the next one."""
+
+
+class JudgeUnavailableError(JudgeConfigError):
+    """Nothing can be graded as configured: wrong key, model or URL, or an endpoint that cannot be reached.
+    Retrying cannot fix it, so a batch stops at once; nothing is cached and unfinished rows stay pending."""
+
+
+class JudgeAborted(Exception):
+    """The run is stopping (SIGINT/SIGTERM): requests still in flight are abandoned, their rows stay pending."""
+
+
+def is_final(status: str, reason: str, retryable: bool) -> bool:
+    """Whether a verdict may be kept for good (cache, results store): scored, or refused for the answer itself.
+    Every other unscored verdict is graded again on a re-run."""
+    return status == "scored" or (not retryable and reason.startswith(ANSWER_REFUSED))
 
 
 # ---------------------------------------------------------------- results
@@ -240,7 +276,7 @@ class Judge:
         except EndpointError as e:
             out.status, out.reason, out.retryable = "unscored", str(e), e.retryable
         except JudgeReplyError as e:
-            out.status, out.reason = "unscored", f"judge reply unusable: {e}"
+            out.status, out.reason, out.retryable = "unscored", f"judge reply unusable: {e}", True
         out.usage = usage
         return out
 
@@ -272,7 +308,7 @@ class Judge:
         except EndpointError as e:
             out.status, out.reason, out.retryable = "unscored", str(e), e.retryable
         except JudgeReplyError as e:
-            out.status, out.reason = "unscored", f"judge reply unusable: {e}"
+            out.status, out.reason, out.retryable = "unscored", f"judge reply unusable: {e}", True
         out.usage = usage
         return out
 
@@ -286,7 +322,12 @@ class Judge:
             if isinstance(err, EndpointError):
                 out.status, out.reason, out.retryable = "unscored", str(err), err.retryable
             else:
-                out.status, out.reason = "unscored", f"judge reply unusable after one repair: {err}"
+                # A new request would likely succeed: not cached, and a re-run grades the row again.
+                out.status, out.reason, out.retryable = (
+                    "unscored",
+                    f"judge reply unusable after one repair: {err}",
+                    True,
+                )
             return out
         assert isinstance(parsed, JudgeOutput)
         by_id = {c.criterion: c for c in parsed.criteria}
@@ -404,6 +445,28 @@ def levels_from_logprobs(content) -> list[DigitRead]:
     return reads
 
 
+# A batch stops when this many connection attempts in a row (all threads together, no HTTP reply of any kind in
+# between) have failed, or when every attempt of one request failed to connect: the endpoint is down, and spending
+# five attempts on each remaining row would only delay saying so.
+BREAKER_FAILURES = 8
+# A reply of the wrong shape (empty body, an HTML page, no choices, no digit) is asked again this many times in all;
+# then the row is left unscored and retryable: a re-run asks again.
+UNUSABLE_ATTEMPTS = 3
+
+# A 5xx naming the response_format is a rejection of the form (llama_cpp.server answers the json_schema form with
+# HTTP 500); any other 5xx says nothing about the dialect.
+_FORMAT_WORDS = re.compile(r"response_format|json_schema|schema|grammar", re.I)
+_CONTEXT_WORDS = re.compile(
+    r"context (length|window|size)|maximum context|too long|too many tokens|exceeds? the (max|maximum|context)"
+    r"|prompt is too",
+    re.I,
+)
+_MODEL_MISSING = re.compile(
+    r"model_not_found|(unknown|invalid) model|model\b.{0,80}\b(not found|does not exist|not exist|no such|unknown)",
+    re.I,
+)
+
+
 class OpenAIBackend:
     """Any OpenAI-compatible chat completions endpoint, through the openai package."""
 
@@ -416,6 +479,8 @@ class OpenAIBackend:
         self.openai = openai
         self.settings = settings
         self.model = settings.model or ""
+        # Credentials written into the URL never reach a message.
+        self.url = redact_url(settings.base_url or "https://api.openai.com/v1")
         # Our own retry loop (jittered, honours Retry-After) so attempts are counted and bounded.
         self.client = client or openai.OpenAI(
             base_url=settings.base_url,
@@ -427,7 +492,12 @@ class OpenAIBackend:
         self.client.chat.completions  # noqa: B018
         self.max_attempts = max_attempts
         self.dialect = settings.dialect if settings.dialect != "auto" else None
+        self._detecting = threading.Lock()
         self.logprobs_supported: bool | None = None
+        self._lock = threading.Lock()
+        self._failures_in_a_row = 0  # connection attempts, all threads together, since the last HTTP reply
+        self._down: str | None = None  # why the endpoint is unusable, once the breaker has opened
+        self._stop = threading.Event()
         self.limit_in_flight(DEFAULT_CONCURRENCY)
 
     def limit_in_flight(self, n: int) -> None:
@@ -435,28 +505,155 @@ class OpenAIBackend:
         slot, so more threads than slots can build prompts and verdicts while `n` requests are in flight."""
         self._slots = threading.BoundedSemaphore(max(1, n))
 
-    def _create(self, attempts: int | None = None, **kw):
+    def abort(self) -> None:
+        """Stops the requests of a run being interrupted: no new attempt starts, waiting retries end, and closing
+        the client ends the exchanges in flight. Their rows stay pending."""
+        self._stop.set()
+        try:
+            self.client.close()
+        except Exception:  # noqa: BLE001 - closing is best effort; the requests end at their timeout anyway
+            pass
+
+    def _check_open(self) -> None:
+        if self._stop.is_set():
+            raise JudgeAborted("the run is stopping")
+        if self._down:
+            raise JudgeUnavailableError(self._down)
+
+    def _create(self, attempts: int | None = None, detecting: bool = False, **kw):
         delay = 0.5
         max_attempts = attempts or self.max_attempts
+        connection_failures = 0
         for attempt in range(1, max_attempts + 1):
+            self._check_open()
             try:
                 with self._slots:  # released before any backoff sleep: a waiting retry holds no slot
+                    self._check_open()
                     t0 = time.perf_counter()
                     resp = self.client.chat.completions.create(model=self.model, **kw)
-                return resp, time.perf_counter() - t0
-            except (self.openai.RateLimitError, self.openai.InternalServerError, self.openai.APIConnectionError) as e:
+                secs = time.perf_counter() - t0
+            except self.openai.APIConnectionError as e:  # refused, reset, closed without a reply, timed out
+                connection_failures += 1
+                self._connection_failed(e, every_attempt=connection_failures == max_attempts)
                 if attempt == max_attempts:
                     raise EndpointError(
-                        f"endpoint failed after {attempt} attempts ({type(e).__name__}); a re-run retries it",
+                        f"endpoint failed after {attempt} attempts ({_root_cause(e)}); a re-run retries it",
                         retryable=True,
-                        status=getattr(e, "status_code", None),
+                    ) from e
+                wait = 0.25 * 2 ** (attempt - 1) * (1 + random.random())
+            except (self.openai.RateLimitError, self.openai.InternalServerError) as e:
+                self._failures_in_a_row = 0
+                if detecting and attempt >= 2 and _FORMAT_WORDS.search(_short(e)):
+                    raise DialectRejectedError(f"HTTP {e.status_code}: {self._short(e)}") from e
+                if attempt == max_attempts:
+                    raise EndpointError(
+                        f"endpoint failed after {attempt} attempts (HTTP {e.status_code}: {self._short(e)[:80]}); "
+                        "a re-run retries it",
+                        retryable=True,
+                        status=e.status_code,
                     ) from e
                 ra = _retry_after(e)
                 wait = ra if ra is not None else delay * (1 + random.random())
-                time.sleep(min(wait, 30.0))
                 delay = min(delay * 2, 8.0)
             except self.openai.APIStatusError as e:
-                raise EndpointError(f"endpoint answered HTTP {e.status_code}: {_short(e)}", retryable=False) from e
+                self._failures_in_a_row = 0
+                err = self._status_error(e, detecting)
+                if isinstance(err, JudgeUnavailableError):
+                    self._down = self._down or str(err)  # every other request stops here too
+                raise err from e
+            except RuntimeError as e:
+                if self._stop.is_set():  # the client was closed by abort() before this request went out
+                    raise JudgeAborted("the run is stopping") from e
+                raise
+            except (self.openai.APIResponseValidationError, ValueError, TypeError, AttributeError) as e:
+                # An empty body or an HTML page served with status 200 (a proxy in front of the server).
+                self._failures_in_a_row = 0
+                raise UnusableReplyError(f"the endpoint's reply is not a chat completion ({type(e).__name__})") from e
+            else:
+                self._failures_in_a_row = 0
+                try:
+                    resp.choices[0].message  # noqa: B018
+                except (AttributeError, IndexError, TypeError):
+                    raise UnusableReplyError(
+                        f"the endpoint's reply is not a chat completion: {_preview(resp)}"
+                    ) from None
+                return resp, secs
+            self._pause(min(wait, 30.0))
+        raise AssertionError("unreachable: the last attempt raises")
+
+    def _pause(self, seconds: float) -> None:
+        """The backoff between attempts; a run being stopped ends it at once."""
+        if self._stop.wait(seconds):
+            raise JudgeAborted("the run is stopping")
+
+    def _connection_failed(self, e: Exception, every_attempt: bool) -> None:
+        if self._stop.is_set():  # the client was closed under the request: not the endpoint's fault
+            raise JudgeAborted("the run is stopping") from e
+        with self._lock:
+            self._failures_in_a_row += 1
+            n = self._failures_in_a_row
+            if self._down is None and (n >= BREAKER_FAILURES or every_attempt):
+                timed_out = isinstance(e, self.openai.APITimeoutError)
+                what = f"no reply within {self.settings.timeout:g} s" if timed_out else _root_cause(e)
+                fix = (
+                    "raise --timeout if the server is only slow"
+                    if timed_out
+                    else "check that the server is running and that --base-url (or EVALUATOR_BASE_URL) is right"
+                )
+                self._down = (
+                    f"cannot reach the judge endpoint {self.url}: {what} ({n} connection attempts in a row "
+                    f"failed); {fix}"
+                )
+            down = self._down
+        if down:
+            raise JudgeUnavailableError(down) from e
+
+    def _status_error(self, e, detecting: bool) -> Exception:
+        status, msg = e.status_code, self._short(e)
+        if status in (401, 403, 407):
+            return JudgeUnavailableError(
+                f"the judge endpoint {self.url} refused the request (HTTP {status}: {msg}). Set the right API key in "
+                "EVALUATOR_API_KEY (or OPENAI_API_KEY)"
+                + (f", one allowed to use model '{self.model}'" if status == 403 else "")
+            )
+        if status == 404 or (status in (400, 422) and _MODEL_MISSING.search(msg)):
+            return JudgeUnavailableError(
+                f"the judge endpoint {self.url} has no model '{self.model}' or no chat completions route (HTTP "
+                f"{status}: {msg}). Check --model (or EVALUATOR_MODEL){self._models_served()}, and that --base-url "
+                "ends where the API starts (usually /v1)"
+            )
+        if status == 413 or (status in (400, 422) and _CONTEXT_WORDS.search(msg)):
+            return AnswerRefusedError(f"HTTP {status}: {msg}", status=status)
+        if detecting and status in (400, 422):
+            return DialectRejectedError(f"HTTP {status}: {msg}")
+        return EndpointError(
+            f"endpoint answered HTTP {status}: {msg}; a re-run retries it", retryable=True, status=status
+        )
+
+    def _models_served(self) -> str:
+        try:
+            ids = [m.id for m in self.client.models.list().data][:10]
+        except Exception:  # noqa: BLE001 - only a hint for the message
+            return ""
+        return f"; it serves: {', '.join(ids)}" if ids else ""
+
+    def _short(self, e) -> str:
+        msg = _short(e)
+        key = self.settings.api_key
+        return msg.replace(key, "***") if key and len(key) > 3 else msg
+
+    def _usable(self, use, attempts: int | None = None, detecting: bool = False, **kw):
+        """Asks until `use` accepts the reply, at most UNUSABLE_ATTEMPTS times."""
+        last: Exception | None = None
+        for _ in range(UNUSABLE_ATTEMPTS):
+            try:
+                resp, secs = self._create(attempts, detecting, **kw)
+                return use(resp, secs)
+            except UnusableReplyError as e:
+                last = e
+        raise EndpointError(
+            f"judge reply unusable after {UNUSABLE_ATTEMPTS} attempts ({last}); a re-run retries it", retryable=True
+        )
 
     def _common(self) -> dict:
         kw = {"temperature": self.settings.temperature}
@@ -468,24 +665,33 @@ class OpenAIBackend:
         kw = self._common()
         if self.logprobs_supported is not False:
             kw.update(logprobs=True, top_logprobs=20)
-        resp, secs = self._create(messages=messages.as_chat(), max_tokens=1, **kw)
-        choice = resp.choices[0]
-        usage = _usage(resp, secs)
-        content = (choice.message.content or "").strip()
-        lp = getattr(choice, "logprobs", None)
-        if lp is not None and lp.content:
-            self.logprobs_supported = True
-            first = lp.content[0]
-            probs = {x.token.strip(): x.logprob for x in (first.top_logprobs or [])}
-            probs.setdefault(first.token.strip(), first.logprob)
-            read = distribution(probs, digits)
-            read.source = "top_logprobs"
-            return read, usage
-        # Open fallback: the endpoint gives no logprobs, so only the sampled digit is known.
-        self.logprobs_supported = False
-        if content[:1] not in digits:
-            raise JudgeReplyError(f"expected one digit of {digits}, got {content[:20]!r}")
-        return one_hot(content[:1], digits), usage
+
+        def use(resp, secs: float) -> tuple[DigitRead, Usage]:
+            choice = resp.choices[0]
+            _check_refusal(choice)
+            usage = _usage(resp, secs)
+            content = (getattr(choice.message, "content", None) or "").strip()
+            lp = getattr(choice, "logprobs", None)
+            if lp is not None and lp.content:
+                first = lp.content[0]
+                probs = {x.token.strip(): x.logprob for x in (first.top_logprobs or [])}
+                probs.setdefault(first.token.strip(), first.logprob)
+                try:
+                    read = distribution(probs, digits)
+                except JudgeReplyError as e:
+                    raise UnusableReplyError(str(e)) from e
+                self.logprobs_supported = True
+                read.source = "top_logprobs"
+                return read, usage
+            if self.logprobs_supported:  # it gave them before: this reply lost them on the way
+                raise UnusableReplyError("the reply has no logprobs, though the endpoint gave them before")
+            if content[:1] not in digits:
+                raise UnusableReplyError(f"expected one digit of {digits}, got {content[:20]!r}")
+            # Open fallback: the endpoint gives no logprobs, so only the sampled digit is known.
+            self.logprobs_supported = False
+            return one_hot(content[:1], digits), usage
+
+        return self._usable(use, messages=messages.as_chat(), max_tokens=1, **kw)
 
     def _response_format(self, dialect: str, schema: dict) -> dict:
         if dialect == "json_schema":
@@ -497,36 +703,65 @@ class OpenAIBackend:
     def complete_json(self, chat: list[dict], schema: dict) -> tuple[str, Usage, list[DigitRead]]:
         kw = self._common()
         kw.update(max_tokens=self.settings.max_tokens, logprobs=True, top_logprobs=5)
-        dialects = [self.dialect] if self.dialect else list(self.DIALECTS)
+        if self.dialect is None:
+            # Decided once, by the first request: the others wait for it rather than each probing the forms.
+            with self._detecting:
+                if self.dialect is None:
+                    return self._detect(chat, schema, kw)
+        # Passed as extra_body: the openai package walks typed parameters recursively, which for our schema cost
+        # ~4 ms of CPU per request and capped concurrent throughput. The JSON sent is the same.
+        fmt = {"response_format": self._response_format(self.dialect, schema)}
+        return self._usable(self._json_reply, messages=chat, extra_body=fmt, **kw)
+
+    def _detect(self, chat: list[dict], schema: dict, kw: dict) -> tuple[str, Usage, list[DigitRead]]:
+        """Tries each form until the endpoint accepts one. Only an answer about the form decides: a reply (even
+        an unusable one) accepts it, a 400/422 or a 5xx naming the response_format rejects it; a 5xx, a 429 or a
+        timeout says nothing and leaves the dialect undecided for the next request."""
         last: Exception | None = None
-        for d in dialects:
+        for d in self.DIALECTS:
+
+            def use(resp, secs: float, d=d):
+                self.dialect = d
+                return self._json_reply(resp, secs)
+
+            fmt = {"response_format": self._response_format(d, schema)}
             try:
-                # While detecting, a server that rejects this form (llama.cpp answers HTTP 500) is tried twice,
-                # not retried for long; once a dialect works it is kept for the run.
-                attempts = 2 if self.dialect is None and d != dialects[-1] else None
-                # Passed as extra_body: the openai package walks typed parameters recursively, which for our
-                # schema cost ~4 ms of CPU per request and capped concurrent throughput. The JSON sent is the same.
-                resp, secs = self._create(
-                    attempts, messages=chat, extra_body={"response_format": self._response_format(d, schema)}, **kw
-                )
-            except JudgeReplyError as e:
-                # Detection: a server that rejects this response_format form answers 400/422/500.
+                return self._usable(use, detecting=True, messages=chat, extra_body=fmt, **kw)
+            except DialectRejectedError as e:
                 last = e
-                if self.dialect:
-                    raise
-                continue
-            self.dialect = d
-            choice = resp.choices[0]
-            if choice.finish_reason == "length":
-                raise JudgeReplyError(
-                    f"the reply was truncated at max_tokens={self.settings.max_tokens}", raw=choice.message.content
-                )
-            lp = getattr(choice, "logprobs", None)
-            reads = levels_from_logprobs(lp.content) if lp is not None and lp.content else []
-            return choice.message.content or "", _usage(resp, secs), reads
-        if isinstance(last, EndpointError) and last.retryable:
-            raise last  # the endpoint is down, not the dialect: a re-run retries the row
-        raise JudgeReplyError(f"no structured-output dialect worked: {last}")
+        raise JudgeUnavailableError(
+            f"the judge endpoint {self.url} accepts none of the structured-output forms {list(self.DIALECTS)} "
+            f"(last answer: {last}); use --mode probability, or a server that supports response_format"
+        )
+
+    def _json_reply(self, resp, secs: float) -> tuple[str, Usage, list[DigitRead]]:
+        choice = resp.choices[0]
+        _check_refusal(choice)
+        content = getattr(choice.message, "content", None)
+        if choice.finish_reason == "length":
+            raise JudgeReplyError(f"the reply was truncated at max_tokens={self.settings.max_tokens}", raw=content)
+        if not content:
+            raise UnusableReplyError("the reply has no content")
+        lp = getattr(choice, "logprobs", None)
+        reads = levels_from_logprobs(lp.content) if lp is not None and lp.content else []
+        return content, _usage(resp, secs), reads
+
+
+def _check_refusal(choice) -> None:
+    if getattr(choice, "finish_reason", None) == "content_filter":
+        raise AnswerRefusedError("the endpoint's content filter stopped the reply")
+
+
+def _root_cause(e: BaseException) -> str:
+    while e.__cause__ is not None:
+        e = e.__cause__
+    text = str(e) or type(e).__name__
+    return "connection refused" if "refused" in text.lower() else text[:160]
+
+
+def _preview(resp) -> str:
+    text = re.sub(r"<[^>]*>|\s+", " ", str(resp)).strip()
+    return repr(text[:80]) if text else "an empty reply"
 
 
 def _retry_after(e) -> float | None:

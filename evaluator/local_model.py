@@ -20,7 +20,7 @@ import numpy as np
 
 from .config import cache_dir
 from .errors import ModelInstallError
-from .judges import DigitRead, JudgeReplyError, Usage, distribution
+from .judges import AnswerRefusedError, DigitRead, JudgeReplyError, Usage, distribution
 from .prompts import Messages
 
 DEFAULT_MODEL_NAME = "qwen2.5-coder-1.5b-instruct-q4_k_m"
@@ -178,7 +178,8 @@ class LocalBackend:
             pieces = self.pieces(messages)
             tokens = [t for piece in pieces for t in piece]
             if len(tokens) >= self.n_ctx:
-                raise JudgeReplyError(f"prompt of {len(tokens)} tokens exceeds the context of {self.n_ctx}")
+                # A property of the answer (with these settings): final, not graded again on every re-run.
+                raise AnswerRefusedError(f"prompt of {len(tokens)} tokens exceeds the context of {self.n_ctx}")
             cached = list(llm.input_ids[: int(llm.n_tokens)])
             ends = list(itertools.accumulate(len(p) for p in pieces))
             reuse = 0

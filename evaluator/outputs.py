@@ -8,7 +8,7 @@ from pathlib import Path
 from statistics import mean
 
 from . import svg_charts
-from .csvio import write_csv
+from .csvio import atomic_open, write_csv
 from .human_grades import final_grade, latest_grades
 from .resources import LoadedEvalSet, Resources
 
@@ -96,7 +96,7 @@ def write_outputs(
     paths.append(p)
 
     p = out / "verdicts.jsonl"
-    with open(p, "w", encoding="utf-8") as f:
+    with atomic_open(p) as f:
         for r in recs:
             if r["v"]:
                 f.write(
@@ -114,7 +114,8 @@ def write_outputs(
     paths.append(p)
 
     p = out / "report.html"
-    p.write_text(report_html(recs, les, cards, rejected or []), encoding="utf-8")
+    with atomic_open(p) as f:
+        f.write(report_html(recs, les, cards, rejected or []))
     paths.append(p)
     return paths
 
@@ -137,7 +138,10 @@ def scorecards(recs: list[dict], les: LoadedEvalSet, advance_at: float, reject_b
         final_overall = round(mean(finals), 1) if finals else None
         human_graded = sum(r.get("human") is not None for r in rs)
         unreviewed = sum(bool(r["v"] and r["v"]["review_flags"]) and r.get("human") is None for r in rs)
-        if final_overall is None:
+        pending = sum(r["status"] == "pending" for r in rs)
+        if pending:
+            rec = "pending"  # no recommendation from part of the answers
+        elif final_overall is None:
             rec = "review"
         elif final_overall >= advance_at:
             rec = "advance"
@@ -145,7 +149,7 @@ def scorecards(recs: list[dict], les: LoadedEvalSet, advance_at: float, reject_b
             rec = "reject"
         else:
             rec = "hold"
-        if rec != "review" and unreviewed:
+        if rec not in ("review", "pending") and unreviewed:
             rec += " (check flagged answers)"
         cards.append(
             {
@@ -155,6 +159,7 @@ def scorecards(recs: list[dict], les: LoadedEvalSet, advance_at: float, reject_b
                 "questions_answered": len(rs),
                 "scored": len(scored),
                 "unscored": sum(bool(r["v"]) and r["v"]["status"] != "scored" for r in rs),
+                "pending": pending,
                 "red_flags": sum(sum(f.get("hit", True) for f in r["v"]["red_flags"]) for r in scored),
                 "review_count": reviews,
                 "human_graded": human_graded,
@@ -169,7 +174,11 @@ def report_html(recs: list[dict], les: LoadedEvalSet, cards: list[dict], rejecte
     scored = [r for r in recs if r["v"] and r["v"]["status"] == "scored"]
     unscored = [r for r in recs if r["v"] and r["v"]["status"] != "scored"]
     flagged = [r for r in recs if r["v"] and r["v"]["review_flags"]]
-    e = html.escape
+    pending = sum(r["status"] == "pending" for r in recs)
+
+    def e(value) -> str:
+        return html.escape(str(value).replace("\x00", ""))
+
     charts = []
     if scored:
         charts.append(
@@ -186,7 +195,7 @@ def report_html(recs: list[dict], les: LoadedEvalSet, cards: list[dict], rejecte
         )
     card_rows = "".join(
         f"<tr><td>{e(str(c['candidate_id']))}</td><td>{c['overall_score_100']}</td><td>{c['questions_answered']}</td>"
-        f"<td>{c['red_flags']}</td><td>{c['review_count']}</td><td>{e(c['recommendation'])}</td></tr>"
+        f"<td>{c['pending']}</td><td>{c['red_flags']}</td><td>{c['review_count']}</td><td>{e(c['recommendation'])}</td></tr>"
         for c in cards
     )
     flag_rows = "".join(
@@ -199,15 +208,22 @@ def report_html(recs: list[dict], les: LoadedEvalSet, cards: list[dict], rejecte
         f"<tr><td>{x.line}</td><td>{e(x.candidate_id)}</td><td>{e(x.question_id)}</td><td>{e(x.reason)}</td></tr>"
         for x in rejected
     )
+    pending_note = (
+        f'<p class="pending"><b>Incomplete:</b> {pending} answers are not graded yet (the run was stopped or the '
+        "judge was unavailable); candidates with pending answers get no recommendation. Run the same grade command "
+        "again to finish.</p>"
+        if pending
+        else ""
+    )
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Grading report</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse;
 margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;font-size:14px}}svg{{margin:1em 1em 0 0;vertical-align:top}}
 </style></head><body>
 <h1>Grading report: {e(les.eval_set.id)} v{e(les.eval_set.version)}</h1>
-<p>{len(recs)} answers: <b>{len(scored)}</b> scored, <b>{len(unscored)}</b> unscored, <b>{len(rejected)}</b>
-rejected, <b>{len(flagged)}</b> flagged for review.</p>
+<p>{len(recs)} answers: <b>{len(scored)}</b> scored, <b>{len(unscored)}</b> unscored, <b>{pending}</b> pending,
+<b>{len(rejected)}</b> rejected, <b>{len(flagged)}</b> flagged for review.</p>{pending_note}
 <div class="charts">{"".join(charts)}</div>
-<h2>Scorecards</h2><table><tr><th>candidate</th><th>overall /100</th><th>answers</th><th>red flags</th>
+<h2>Scorecards</h2><table><tr><th>candidate</th><th>overall /100</th><th>answers</th><th>pending</th><th>red flags</th>
 <th>review</th><th>recommendation</th></tr>{card_rows}</table>
 <h2>Flagged for review</h2><table><tr><th>candidate</th><th>question</th><th>score /100</th><th>reasons</th>
 <th>answer (start)</th></tr>{flag_rows}</table>

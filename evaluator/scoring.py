@@ -22,7 +22,7 @@ from .embeddings import Embedder, bank_vectors_path, get_embedder, read_bank_vec
 from .errors import InputError
 from .grade_model import MODEL_FILE, GradeModel, features_of, load_grade_model, unfitted_fraction
 from .guards import evidence_supported, injection_spans, sanitised_variants, strip_invisible
-from .judges import CriterionOut, FlagOut, Judge, JudgeResult, key_point_plan, make_judge
+from .judges import CriterionOut, FlagOut, Judge, JudgeResult, is_final, key_point_plan, make_judge
 from .key_points import best_sentences, key_points_of
 from .models import (
     CriterionResult,
@@ -295,10 +295,13 @@ class Evaluator:
         if self.cache is not None and not self.refresh:
             hit = self.cache.get(key)
             if hit is not None:
-                return Verdict.model_validate_json(hit)
+                cached = Verdict.model_validate_json(hit)
+                # Unscored verdicts cached by earlier versions (a wrong key, a bad reply) are graded again.
+                if is_final(cached.status, cached.reason, cached.retryable):
+                    return cached
         prov = self.provenance(les, q, lr, key)
         verdict = self._score_uncached(q, rubric, text, flags, prov, self.mapping_for(lr))
-        if self.cache is not None and not verdict.retryable:
+        if self.cache is not None and is_final(verdict.status, verdict.reason, verdict.retryable):
             self.cache.put(key, verdict.model_dump_json())
         return verdict
 

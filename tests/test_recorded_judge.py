@@ -134,7 +134,7 @@ STRUCTURED_REQUESTS = 2
 
 def test_dialect_auto_falls_back_to_llama_cpp_after_json_schema_500(monkeypatch):
     sleeps: list[float] = []
-    monkeypatch.setattr(judges.time, "sleep", sleeps.append)  # the backoff is real; replay need not wait
+    monkeypatch.setattr(judges.OpenAIBackend, "_pause", lambda self, s: sleeps.append(s))  # replay need not wait
     q, rubric, prompts = bank()
     judge = make_judge(settings("structured"))
     assert judge.settings.dialect == "auto" and judge.backend.dialect is None
