@@ -392,7 +392,8 @@ class Evaluator:
                     argmax_level=co.argmax if co else None,
                     probabilities=co.probabilities if co else None,
                     probability_source=co.source if co else "",
-                    evidence=co.evidence if co else "",
+                    # A quote the answer does not contain is removed (and flagged below), never shown as evidence.
+                    evidence=co.evidence if co and supported is not False else "",
                     evidence_supported=supported,
                     reason=co.reason if co else "",
                 )
@@ -419,9 +420,12 @@ class Evaluator:
                 )
         red_hits = [r for r in red if r.hit]
 
-        unsupported = [c.id for c in criteria if c.evidence_supported is False] + [
-            r.id for r in red_hits if r.evidence_supported is False
-        ]
+        result.rationale, invented = strip_unsupported_quotes(result.rationale, text)
+        unsupported = (
+            (["rationale"] if invented else [])
+            + [c.id for c in criteria if c.evidence_supported is False]
+            + [r.id for r in red_hits if r.evidence_supported is False]
+        )
         if unsupported:
             flags.append(
                 ReviewFlag(
@@ -576,6 +580,23 @@ def _fail_and_disagreement_flags(hits: list[RedFlag], sim: Similarity, fraction:
         why = f"far from the reference (cosine {sim.best_reference:.2f}) but judged high"
         out.append(ReviewFlag(code="judge_similarity_disagree", reason=why))
     return out
+
+
+_QUOTE = re.compile(r'"([^"]{12,})"|“([^”]{12,})”')
+
+
+def strip_unsupported_quotes(prose: str, answer: str) -> tuple[str, int]:
+    """Generated prose with every quotation the answer does not contain replaced by a marker, and how many."""
+    removed = 0
+
+    def check(m: re.Match) -> str:
+        nonlocal removed
+        if evidence_supported(m.group(1) or m.group(2), answer):
+            return m.group(0)
+        removed += 1
+        return "[quote not found in the answer, removed]"
+
+    return _QUOTE.sub(check, prose), removed
 
 
 def red_flag_detector(gate: dict, probability: float, similarity: float) -> float:

@@ -294,3 +294,17 @@ def test_overall_only_rubric_explains_the_overall_reading_not_unread_zeros(resou
     v = ev.score(les, les.by_id["q1"], "Last in, first out: push and pop at the top.")
     ask = ev.judge.backend.history[-1][-1]["content"]
     assert "[correctness] 3, [completeness] 3" in ask and v.rationale == "Says what the reference says."
+
+
+def test_endpoint_quotes_not_in_the_answer_are_removed_and_flagged(resources):
+    ev = scripted_evaluator(resources)
+    les, q = resources.find_question("overfitting")
+    reply = json.loads(structured_reply(LEVELS, evidence="the model is perfect on every data set"))
+    reply["rationale"] = 'It says "memorises noise and fails on validation" but also "uses dropout everywhere always".'
+    ev.judge.backend.enqueue(json.dumps(reply))
+    v = ev.score(les, q, "Overfitting is when the model memorises noise and fails on validation data.")
+    assert all(c.evidence == "" and c.evidence_supported is False for c in v.criteria)
+    assert '"memorises noise and fails on validation"' in v.rationale
+    assert "dropout" not in v.rationale and "[quote not found in the answer, removed]" in v.rationale
+    flag = next(f for f in v.review_flags if f.code == "unsupported_evidence")
+    assert flag.reason.startswith("quotes not found in the answer for: rationale, correctness")
