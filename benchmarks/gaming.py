@@ -160,9 +160,25 @@ def run(args) -> None:
     weak = weak_answers(qids)
     correct = {q["id"]: q["correct_short"] for q in corpus["questions"]}
     split = {s: "tuning" for s in corpus["split"]["tuning"]} | {s: "held-out" for s in corpus["split"]["held_out"]}
-    attempts = corpus["attempts"] if not args.limit else spread(corpus["attempts"], args.limit)
+    attempts = corpus["attempts"]
+    if args.styles:
+        wanted = set()
+        for name in args.styles.split(","):
+            wanted |= set(corpus["split"].get(name, [name]))
+        attempts = [a for a in attempts if a["style"] in wanted]
+    attempts = attempts if not args.limit else spread(attempts, args.limit)
     kept = {id(a) for a in attempts}
     pairs = [(a, q) for a, q in placements(corpus, args.all_questions) if id(a) in kept]
+    if args.one_question:  # one level per attempt, rotating, to fit a short CPU budget
+        seen: dict[int, int] = defaultdict(int)
+        levels = len({q["level"] for q in corpus["questions"]})
+        index = {id(a): i for i, a in enumerate(corpus["attempts"])}
+        kept_pairs = []
+        for a, q in pairs:
+            if a["placement"] == "replace" or seen[id(a)] == index[id(a)] % levels:
+                kept_pairs.append((a, q))
+            seen[id(a)] += 1
+        pairs = kept_pairs
 
     ev = build_evaluator(args.judge, use_cache=not args.no_cache)
     out = Path(args.out)
@@ -294,6 +310,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--judge", default=None, help="judge spec passed to build_evaluator (default: the library's)")
     p.add_argument("--limit", type=int, default=0, help="only this many attempts, spread over the styles")
     p.add_argument("--all-questions", action="store_true", help="every attempt on every corpus question")
+    p.add_argument("--styles", help="comma-separated styles or split names (tuning, held_out) to run")
+    p.add_argument("--one-question", action="store_true", help="each attempt on one question (levels rotate)")
     p.add_argument("--resume", action="store_true", help="keep the stored answers and score only the missing ones")
     p.add_argument("--no-cache", action="store_true", help="do not use the verdict cache")
     p.add_argument("--out", default=str(RESULTS), help=f"stored results (default {RESULTS.relative_to(ROOT)})")

@@ -282,6 +282,7 @@ def report(write_model: bool) -> int:
             f"{label:34} {s5['pearson']:9.3f} {s5['spearman']:6.3f} {s5.get('auc_correct_vs_partial', math.nan):7.3f}"
             f" {sa['pearson']:9.3f} {mo['pearson']:8.3f} {mo['rmse_5']:5.2f}"
         )
+    previous_default(moh)
     x = matrix(recs)
     pred = cv_predict(x, y, groups)
     print("\nper SAF question (default, out of sample):")
@@ -305,6 +306,46 @@ def report(write_model: bool) -> int:
         f"exemplars in band {band_line}"
     )
     return 0
+
+
+def previous_default(moh: list[dict]) -> None:
+    """The previous default for reference-only sets (one key-idea view read, prompt without key points, plus
+    similarity features; stored in results/mohler-keyidea.jsonl for all 1418 Mohler answers), fitted here by the
+    same procedure on Mohler alone: on the answers read with the new prompt, and on all of them."""
+    path = RESULTS / "mohler-keyidea.jsonl"
+    if not path.exists():
+        return
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    grade = {r["answer_id"]: r["target"] for r in moh}
+    with open(DATASETS / "mohler" / "answers.csv", encoding="utf-8", newline="") as f:
+        target = {r["answer_id"]: float(r["grade"]) / 5 for r in csv.DictReader(f)}
+    feats = []
+    for r in rows:
+        c = r.get("calibration_row") or {}
+        keyidea = (r.get("views") or {}).get("keyidea", {}).get("expected")
+        feats.append(
+            (
+                r["answer_id"],
+                r["question_id"],
+                [
+                    keyidea / 5 if keyidea is not None else math.nan,
+                    c.get("similarity", math.nan),
+                    c.get("lexical_overlap", math.nan),
+                    math.log1p(c.get("answer_chars") or 0),
+                ],
+            )
+        )
+    for label, subset in (("same answers", [f for f in feats if f[0] in grade]), ("all 1418", feats)):
+        if len(subset) < 50:
+            continue
+        x = np.array([f[2] for f in subset], dtype=float)
+        y = np.array([target[f[0]] for f in subset])
+        g = np.array([f[1] for f in subset])
+        fg = figures(cv_predict(x, y, g), y, [{} for _ in subset])
+        print(
+            f"previous default (key-idea view + similarity, Mohler only, {label}, n={len(subset)}): "
+            f"pearson {fg['pearson']:.3f} rmse {fg['rmse_5']:.3f}"
+        )
 
 
 def exemplar_report(params: dict) -> str:

@@ -396,9 +396,11 @@ def test_fake_server_probability_mode(tmp_path):
     rows = read_rows(out / "results.csv")
     assert len(rows) == 10 and all(r["status"] == "scored" and r["holistic_level"] for r in rows)
     verdicts = [json.loads(x) for x in (out / "verdicts.jsonl").read_text(encoding="utf-8").splitlines()]
-    probs = verdicts[0]["holistic_probabilities"]
+    probs = verdicts[0]["views"]["keyidea"]["probabilities"]  # the key-idea read, digits 0-5
     assert abs(sum(probs.values()) - 1) < 1e-6 and max(probs.values()) > 0.6
-    assert calls == sum(v["usage"]["calls"] for v in verdicts) > 10 * 5  # one read per criterion, flag, overall
+    assert all(v["key_points"] and all(0 <= k["probability"] <= 1 for k in v["key_points"]) for v in verdicts)
+    # One read for the key idea, one per key point, one per red flag's claim.
+    assert calls == sum(v["usage"]["calls"] for v in verdicts) > 10 * 5
 
 
 def test_fake_server_faults_are_reproducible_and_transient():
