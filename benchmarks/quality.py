@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import random
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evaluator import build_evaluator  # noqa: E402
-from evaluator.grade_model import FEATURES, MODEL_FILE, GradeModel, features_of  # noqa: E402
+from evaluator.grade_model import FEATURES, MODEL_FILE, Anchors, GradeModel, features_of  # noqa: E402
 from evaluator.models import EvalSet, Question, Verdict  # noqa: E402
 from evaluator.resources import LoadedEvalSet  # noqa: E402
 
@@ -118,6 +119,26 @@ def row_of(q: Question, text: str, v: Verdict) -> dict[str, float]:
     )
 
 
+def collect_anchors(name: str) -> None:
+    """Each question's floor and ceiling reads (Evaluator.anchors), for the questions of a collected set."""
+    les, _rows = _csv_questions(name) if name in ("saf", "mohler") else _bank_items(name)
+    out = RESULTS / "quality-anchors.jsonl"
+    done = set()
+    if out.exists():
+        done = {json.loads(line)["qid"] for line in out.read_text(encoding="utf-8").splitlines() if line}
+    wanted = {r["qid"] for r in load(name)}
+    ev = build_evaluator(use_cache=False, explain=False)
+    with open(out, "a", encoding="utf-8") as f:
+        for q in les.eval_set.questions:
+            if q.id in done or q.id not in wanted:
+                continue
+            a = ev.anchors(q, ev.resources.rubric(les.rubric_id_for(q)).rubric)
+            rec = {"qid": q.id, "reference_words": len(q.references[0].split())}
+            f.write(json.dumps(rec | {"anchors": dataclasses.asdict(a) if a else None}) + "\n")
+            f.flush()
+            print(f"  anchors {q.id}", flush=True)
+
+
 def collect(name: str, limit: int | None = None) -> None:
     les, rows = _csv_questions(name) if name in ("saf", "mohler") else _bank_items(name)
     out = RESULTS / f"quality-{name}.jsonl"
@@ -159,7 +180,28 @@ def load(name: str) -> list[dict]:
     p = RESULTS / f"quality-{name}.jsonl"
     if not p.exists():
         return []
-    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line]
+    recs = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line]
+    if name != "anchors":
+        with_anchors(recs)
+    return recs
+
+
+def with_anchors(recs: list[dict]) -> None:
+    """Recomputes each stored feature row through features_of with its question's anchors, when read."""
+    anchors = {a["qid"]: a for a in load("anchors")}
+    for r in recs:
+        a, row = anchors.get(r["qid"]), r.get("row")
+        if not row or not a or not a["anchors"]:
+            continue
+        r["row"] = features_of(
+            row["keyidea"] * 5 if not math.isnan(row["keyidea"]) else None,
+            r["points"],
+            row["cosine"],
+            [row["evidence_cosine"]],
+            r["words"],
+            a["reference_words"],
+            Anchors(**a["anchors"]),
+        )
 
 
 def matrix(recs: list[dict], features: tuple[str, ...] = FEATURES) -> np.ndarray:
@@ -230,10 +272,13 @@ def figures(pred: np.ndarray, y: np.ndarray, recs: list[dict]) -> dict[str, floa
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--collect", choices=["saf", "mohler", "exemplars", "redflags"])
+    ap.add_argument("--anchors", action="store_true", help="with --collect: read the questions' anchors instead")
     ap.add_argument("--limit", type=int, help="with --collect: stop after this many more answers")
     ap.add_argument("--write-model", action="store_true")
     a = ap.parse_args()
-    if a.collect:
+    if a.collect and a.anchors:
+        collect_anchors(a.collect)
+    elif a.collect:
         collect(a.collect, a.limit)
         return 0
     return report(write_model=a.write_model)

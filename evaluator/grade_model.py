@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,33 @@ FEATURES: tuple[str, ...] = (
     "cosine",  # MiniLM cosine of the answer to the best reference
     "evidence_cosine",  # mean cosine of each key point to its closest answer sentence
     "log_length_ratio",  # log of answer words over reference words
+    # The same readings placed between the question's own floor (an empty reply) and ceiling (the reference
+    # answer read as a candidate's): a small judge reads some questions generously and others harshly, and
+    # that bias, not the answer, is most of what varies between questions.
+    "keyidea_rel",
+    "points_rel",
+    "cosine_rel",
+    "evidence_rel",
 )
+MIN_SPAN = 0.1  # floor-to-ceiling gaps narrower than this are widened, so a rel feature stays bounded
+
+
+@dataclass(frozen=True)
+class Anchors:
+    """A question's yardstick, read once per question: (floor, ceiling) of the key-idea reading (/5) and of each
+    key point's probability, the cosine of an empty reply to the reference, and the evidence cosine of the
+    reference's own sentences to its key points."""
+
+    keyidea: tuple[float, float]
+    points: list[tuple[float, float]]
+    cosine_floor: float
+    evidence_ceiling: float
+
+
+def _rel(x: float, lo: float, hi: float) -> float:
+    return (x - lo) / max(hi - lo, MIN_SPAN)
+
+
 MODEL_FILE = "key_points.model.json"
 
 
@@ -35,11 +62,24 @@ def features_of(
     evidence_cosines: list[float],
     answer_words: int,
     reference_words: int,
+    anchors: Anchors | None = None,
 ) -> dict[str, float]:
     """The one feature row of an answer, for fitting and for applying the model. `keyidea` is the expected
     digit 0-5; missing values are NaN (the model imputes the training mean)."""
     nan = math.nan
-    return {
+    rel = {"keyidea_rel": nan, "points_rel": nan, "cosine_rel": nan, "evidence_rel": nan}
+    if anchors is not None:
+        if keyidea is not None:
+            rel["keyidea_rel"] = _rel(keyidea / 5, *anchors.keyidea)
+        if points and len(points) == len(anchors.points):
+            rel["points_rel"] = float(
+                np.mean([_rel(p, lo, hi) for p, (lo, hi) in zip(points, anchors.points, strict=True)])
+            )
+        if cosine is not None:
+            rel["cosine_rel"] = _rel(cosine, anchors.cosine_floor, 1.0)
+        if evidence_cosines:
+            rel["evidence_rel"] = float(np.mean(evidence_cosines)) / max(anchors.evidence_ceiling, MIN_SPAN)
+    return rel | {
         "keyidea": keyidea / 5 if keyidea is not None else nan,
         "points_mean": float(np.mean(points)) if points else nan,
         "points_max": float(np.max(points)) if points else nan,

@@ -5,6 +5,8 @@ The LLM reports observations (levels, red flags, quotes); every number is comput
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
 import re
@@ -20,7 +22,7 @@ from .cache import VerdictCache, cache_key
 from .config import DEFAULT_MAX_ANSWER_CHARS, JudgeSettings, cache_dir, resolve_judge_settings
 from .embeddings import Embedder, bank_vectors_path, get_embedder, read_bank_vectors
 from .errors import InputError
-from .grade_model import MODEL_FILE, GradeModel, features_of, load_grade_model, unfitted_fraction
+from .grade_model import MODEL_FILE, Anchors, GradeModel, features_of, load_grade_model, unfitted_fraction
 from .guards import evidence_supported, injection_spans, sanitised_variants, strip_invisible
 from .judges import CriterionOut, FlagOut, Judge, JudgeResult, is_final, key_point_plan, make_judge
 from .key_points import best_sentences, key_points_of
@@ -42,6 +44,7 @@ from .resources import LoadedEvalSet, LoadedRubric, Resources
 from .screen import screen
 
 MIN_WORDS = 3
+ANCHOR_FLOOR = "I don't know."  # the floor anchor: what an empty reply reads as, per question
 DISAGREE_HIGH_SIM, DISAGREE_LOW_SCORE = 0.75, 0.25
 DISAGREE_LOW_SIM, DISAGREE_HIGH_SCORE = 0.15, 0.60
 
@@ -164,6 +167,8 @@ class Evaluator:
         self._mappings: dict[str, object | None] = {}
         self._banks: set[Path] = set()
         self._banks_lock = threading.Lock()
+        self._anchors: dict[str, Anchors | None] = {}
+        self._anchors_lock = threading.Lock()
 
     def mapping_for(self, lr: LoadedRubric):
         """The calibration mapping for answers graded with this rubric: the user's, else the rubric's shipped one
@@ -481,6 +486,45 @@ class Evaluator:
             self._grade_model = m if m is not None and m.fits(reading) else None
         return self._grade_model
 
+    def anchors(self, q: Question, rubric: Rubric) -> Anchors | None:
+        """The question's floor and ceiling (see grade_model.Anchors): the judge reads an empty reply and the
+        reference answer as if they were candidates' answers. Read once per question and judge, kept in the verdict
+        cache; None when either read failed (the relative features are then missing and imputed)."""
+        key = cache_key(
+            {
+                "anchors": ANCHOR_FLOOR,
+                "question": q.model_dump(mode="json"),
+                "prompts": self.prompts.points_hash,
+                "judge": self.judge.settings.public_params() | self.judge.describe(),
+                "embedder": self.embedder_name,
+            }
+        )
+        with self._anchors_lock:
+            if key not in self._anchors:
+                self._anchors[key] = self._read_anchors(q, rubric, key)
+            return self._anchors[key]
+
+    def _read_anchors(self, q: Question, rubric: Rubric, key: str) -> Anchors | None:
+        hit = self.cache.get(key) if self.cache is not None and not self.refresh else None
+        if hit:
+            return Anchors(**json.loads(hit))
+        ceiling_text = self.prepare_answer(q.references[0])[0]
+        floor, ceiling = self._judge(q, rubric, ANCHOR_FLOOR), self._judge(q, rubric, ceiling_text)
+        if "scored" != floor.status or "scored" != ceiling.status or not (floor.keyidea and ceiling.keyidea):
+            return None
+        points = key_points_of(q)
+        anchors = Anchors(
+            keyidea=(floor.keyidea.expected / 5, ceiling.keyidea.expected / 5),
+            points=list(zip(floor.points, ceiling.points, strict=True)),
+            cosine_floor=similarity_figures(self.embedder, q, ANCHOR_FLOOR).best_reference,
+            evidence_ceiling=float(
+                np.mean([e.similarity for e in best_sentences(self.embedder, points, ceiling_text)])
+            ),
+        )
+        if self.cache is not None:
+            self.cache.put(key, json.dumps(dataclasses.asdict(anchors)))
+        return anchors
+
     def _key_point_verdict(
         self, q, rubric, text, result: JudgeResult, sim: Similarity, flags, usage, base, mapping
     ) -> Verdict:
@@ -493,6 +537,7 @@ class Evaluator:
             [e.similarity for e in evidence],
             len(text.split()),
             len(q.references[0].split()),
+            self.anchors(q, rubric),
         )
         model = self.grade_model()
         fraction = model.fraction(row) if model else unfitted_fraction(row)

@@ -18,9 +18,12 @@ ANSWER = (
 )
 
 
-def scripted(resources) -> Evaluator:
+def scripted(resources, anchors: bool = False, cache=None) -> Evaluator:
     settings = resolve_judge_settings("fake:scripted", mode="probability")
-    return Evaluator(resources=resources, judge=make_judge(settings), embedder_name="fake:hash", cache=None)
+    ev = Evaluator(resources=resources, judge=make_judge(settings), embedder_name="fake:hash", cache=cache)
+    if not anchors:  # most tests script the answer's reads only
+        ev.anchors = lambda q, rubric: None
+    return ev
 
 
 def yes(p: float) -> dict[str, float]:
@@ -138,3 +141,25 @@ def test_features_are_scale_free_and_missing_reads_are_nan():
     assert row["keyidea"] == 1.0 and row["points_mean"] == 0.5 and row["points_covered"] == 0.5
     assert row["evidence_cosine"] == pytest.approx(0.3) and row["log_length_ratio"] == 0.0
     assert math.isnan(features_of(None, [], None, [], 0, 9)["keyidea"])
+
+
+def test_anchors_are_read_once_per_question_and_kept_in_the_cache(resources, tmp_path):
+    from evaluator.cache import VerdictCache
+
+    cache = VerdictCache(tmp_path / "v.sqlite3")
+    ev = scripted(resources, anchors=True, cache=cache)
+    les, q = resources.find_question("overfitting")
+    rubric = resources.rubric("ml-screening").rubric
+    n, flags = len(key_points_of(q)), [yes(0.0)] * len(q.red_flags)
+    ev.judge.backend.enqueue({"0": 1.0}, *[yes(0.2)] * n, *flags, {"5": 1.0}, *[yes(0.8)] * n, *flags)
+    a = ev.anchors(q, rubric)
+    assert a.keyidea == (0.0, 1.0) and a.points == [(pytest.approx(0.2), pytest.approx(0.8))] * n
+    assert ev.judge.backend.history[0].answer_block.endswith("I don't know.\n</answer>")
+    ceiling_read = ev.judge.backend.history[1 + n + len(q.red_flags)]
+    assert q.references[0][:40] in ceiling_read.answer_block
+    calls = len(ev.judge.backend.history)
+    assert ev.anchors(q, rubric) is a and len(ev.judge.backend.history) == calls  # memoised
+    again = scripted(resources, anchors=True, cache=cache)
+    assert again.anchors(q, rubric).points[0][1] == pytest.approx(0.8) and not again.judge.backend.history
+    row = features_of(2.5, [0.5] * n, 0.6, [0.5], 10, 10, a)
+    assert row["keyidea_rel"] == pytest.approx(0.5) and row["points_rel"] == pytest.approx(0.5)
