@@ -276,10 +276,8 @@ def main() -> int:
     ap.add_argument("--limit", type=int, help="with --collect: stop after this many more answers")
     ap.add_argument("--write-model", action="store_true")
     a = ap.parse_args()
-    if a.collect and a.anchors:
-        collect_anchors(a.collect)
-    elif a.collect:
-        collect(a.collect, a.limit)
+    if a.collect:
+        collect_anchors(a.collect) if a.anchors else collect(a.collect, a.limit)
         return 0
     return report(write_model=a.write_model)
 
@@ -308,27 +306,40 @@ def report(write_model: bool) -> int:
     keep = {"saf>=5w": is_saf & (words >= 5), "saf all": is_saf, "mohler": ~is_saf}
     keep["all"] = np.ones(len(y), bool)
     print(f"stored reads: SAF {len(saf)} answers, Mohler {len(moh)} (question-grouped 5-fold CV over both)")
-    candidates = {
+    raw_reads = ("keyidea", "points_mean", "points_max", "points_covered")
+    rel_reads = ("keyidea_rel", "points_rel")
+    similarity = ("cosine", "evidence_cosine", "log_length_ratio")
+    rel_similarity = ("cosine_rel", "evidence_rel", "log_length_ratio")
+    baselines = {
         "words (log length ratio) alone": ("log_length_ratio",),
         "MiniLM cosine alone": ("cosine",),
         "key-idea read alone": ("keyidea",),
+    }
+    candidates = {
         "key points alone": ("points_mean", "points_max", "points_covered"),
-        "key idea + key points": ("keyidea", "points_mean", "points_max", "points_covered"),
-        "default (all features)": FEATURES,
+        "key idea + key points": raw_reads,
+        "reads + similarity (no anchors)": raw_reads + similarity,
+        "anchored reads": rel_reads,
+        "anchored reads + anchored similarity": rel_reads + rel_similarity,
+        "all features": FEATURES,
     }
     rows = {}
-    for label, feats in candidates.items():
+    for label, feats in (baselines | candidates).items():
         rows[label] = _fold_figures(label, matrix(recs, feats), y, groups, recs, keep)
-    head = f"{'method':34} {'SAF>=5w r':>9} {'rho':>6} {'AUC C/P':>7} {'SAF all r':>9} {'Mohler r':>8} {'RMSE':>5}"
+    head = f"{'method':38} {'SAF>=5w r':>9} {'rho':>6} {'AUC C/P':>7} {'SAF all r':>9} {'Mohler r':>8} {'RMSE':>5}"
     print(head)
     for label, f in rows.items():
         s5, sa, mo = f["saf>=5w"], f["saf all"], f["mohler"]
         print(
-            f"{label:34} {s5['pearson']:9.3f} {s5['spearman']:6.3f} {s5.get('auc_correct_vs_partial', math.nan):7.3f}"
+            f"{label:38} {s5['pearson']:9.3f} {s5['spearman']:6.3f} {s5.get('auc_correct_vs_partial', math.nan):7.3f}"
             f" {sa['pearson']:9.3f} {mo['pearson']:8.3f} {mo['rmse_5']:5.2f}"
         )
+    # The default: the candidate with the best mean of the two out-of-sample Pearsons (multi-point, short).
+    chosen = max(candidates, key=lambda k: rows[k]["saf>=5w"]["pearson"] + rows[k]["mohler"]["pearson"])
+    print(f"default = {chosen!r} (best mean of SAF>=5w and Mohler Pearson among the non-baselines)")
+    features = candidates[chosen]
     previous_default(moh)
-    x = matrix(recs)
+    x = matrix(recs, features)
     pred = cv_predict(x, y, groups)
     print("\nper SAF question (default, out of sample):")
     for qid in sorted({r["qid"] for r in saf}):
@@ -339,11 +350,12 @@ def report(write_model: bool) -> int:
                 f" mean predicted {pred[m].mean():.2f}"
             )
     params = fit(x, y, groups)
-    band_line = exemplar_report(params)
+    criterion_report()
+    band_line = exemplar_report(params, features)
     red = redflag_report()
     if write_model:
-        write(params, rows, len(saf), len(moh), red)
-    d, m = rows["default (all features)"]["saf>=5w"], rows["default (all features)"]["mohler"]
+        write(params, features, rows[chosen], len(saf), len(moh), red)
+    d, m = rows[chosen]["saf>=5w"], rows[chosen]["mohler"]
     print(f"\n({time.perf_counter() - t0:.1f} s)")
     print(
         f"default (question-grouped CV): saf pearson {d['pearson']:.3f} spearman {d['spearman']:.3f} "
@@ -393,12 +405,28 @@ def previous_default(moh: list[dict]) -> None:
         )
 
 
-def exemplar_report(params: dict) -> str:
+def criterion_report() -> None:
+    """Do the four ml-screening criterion reads earn their place? The previous default read them (plus one
+    holistic read) on all 255 exemplars (results/exemplars.jsonl): compare how well each separates the bands."""
+    path = RESULTS / "exemplars.jsonl"
+    if not path.exists():
+        return
+    rs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    band = np.array([{"weak": 0, "partial": 1, "strong": 2}[r["band"]] for r in rs])
+    ends = band != 1
+    print("\ncriterion reads on the 255 exemplars (previous default, stored): band Spearman / AUC strong vs weak")
+    for key, label in (("criteria_only", "4 criterion reads, weighted"), ("holistic_only", "1 holistic read")):
+        x = np.array([r[key] for r in rs])
+        auc = roc_auc_score(band[ends] == 2, x[ends])
+        print(f"  {label:28} {spearmanr(x, band)[0]:.3f} / {auc:.3f}")
+
+
+def exemplar_report(params: dict, features: tuple[str, ...]) -> str:
     ex = [r for r in load("exemplars") if r["status"] == "scored" and r.get("row")]
     if not ex:
         print("\nexemplars: no stored reads (run --collect exemplars)")
         return "n/a"
-    pred = 100 * predict(params, matrix(ex))
+    pred = 100 * predict(params, matrix(ex, features))
     by_band: dict[str, list[bool]] = {}
     per_q: dict[str, dict[str, float]] = {}
     for r, p in zip(ex, pred, strict=True):
@@ -450,16 +478,16 @@ def _prf(labels: np.ndarray, hit: np.ndarray) -> tuple[float, float, float]:
     return prec, rec, (2 * prec * rec / (prec + rec) if prec + rec else 0.0)
 
 
-def write(params: dict, rows: dict, n_saf: int, n_moh: int, red: dict) -> None:
+def write(params: dict, features: tuple[str, ...], cv: dict, n_saf: int, n_moh: int, red: dict) -> None:
     ev = build_evaluator(use_cache=False)
     d = ev.judge.describe()
     model = GradeModel(
-        features=list(FEATURES),
+        features=list(features),
         **{k: params[k] for k in ("impute", "mean", "scale", "coef", "intercept", "iso_x", "iso_y")},
         fitted_for={"judge_backend": d["backend"], "judge_model": d["model"], "prompt_hash": ev.prompts.points_hash}
         | ({"read_version": str(d["read_version"])} if d.get("read_version") else {}),
         trained_on={"saf": n_saf, "mohler": n_moh},
-        cv={k: {m: round(v, 4) for m, v in f.items()} for k, f in rows["default (all features)"].items()},
+        cv={k: {m: round(v, 4) for m, v in f.items()} for k, f in cv.items()},
         red_flags=red,
     )
     path = ROOT / "rubrics" / MODEL_FILE

@@ -120,6 +120,18 @@ class GradeModel(BaseModel):
         linear = float(self._z(row) @ np.array(self.coef) + self.intercept)
         return float(np.clip(np.interp(linear, self.iso_x, self.iso_y), 0.0, 1.0))
 
+    def fraction_sd(self, row: dict[str, float], variances: dict[str, float]) -> float:
+        """One standard deviation of fraction(), from the variances of the features that carry one (the judge's
+        reads), propagated through the linear part and the local slope of the monotone map (delta method)."""
+        var = sum(
+            (c / sc) ** 2 * variances.get(f, 0.0) for f, c, sc in zip(self.features, self.coef, self.scale, strict=True)
+        )
+        linear, eps = float(self._z(row) @ np.array(self.coef) + self.intercept), 0.02
+        slope = (np.interp(linear + eps, self.iso_x, self.iso_y) - np.interp(linear - eps, self.iso_x, self.iso_y)) / (
+            2 * eps
+        )
+        return float(abs(slope) * math.sqrt(var))
+
     def contributions(self, row: dict[str, float]) -> dict[str, float]:
         """Each feature's push on the linear output, relative to an average training answer."""
         return {f: round(float(c * z), 4) for f, c, z in zip(self.features, self.coef, self._z(row), strict=True)}
@@ -138,7 +150,33 @@ def load_grade_model(path: Path) -> GradeModel | None:
         raise CalibrationError(f"{path}: invalid grade model ({e}); restore it from the repository") from e
 
 
+def read_variances(
+    keyidea_probs: dict[str, float] | None, points: list[float], anchors: Anchors | None
+) -> dict[str, float]:
+    """Variances of the read-based features: the key-idea digit's spread and each point's Bernoulli variance,
+    through the same scaling features_of applies."""
+    out: dict[str, float] = {}
+    if keyidea_probs:
+        mean = sum(int(d) * p for d, p in keyidea_probs.items())
+        v = sum(p * (int(d) - mean) ** 2 for d, p in keyidea_probs.items()) / 25
+        out["keyidea"] = v
+        if anchors is not None:
+            out["keyidea_rel"] = v / max(anchors.keyidea[1] - anchors.keyidea[0], MIN_SPAN) ** 2
+    if points:
+        n = len(points)
+        out["points_mean"] = sum(p * (1 - p) for p in points) / n**2
+        if anchors is not None and len(anchors.points) == n:
+            spans = [max(hi - lo, MIN_SPAN) for lo, hi in anchors.points]
+            out["points_rel"] = sum(p * (1 - p) / s**2 for p, s in zip(points, spans, strict=True)) / n**2
+    return out
+
+
 def unfitted_fraction(row: dict[str, float]) -> float:
     """Without a fitted model (another judge model): the key-idea reading and the key points, half each."""
     parts = [v for v in (row["keyidea"], row["points_mean"]) if not math.isnan(v)]
     return float(np.clip(np.mean(parts), 0.0, 1.0)) if parts else 0.0
+
+
+def unfitted_fraction_sd(variances: dict[str, float]) -> float:
+    parts = [variances[f] for f in ("keyidea", "points_mean") if f in variances]
+    return math.sqrt(sum(parts)) / len(parts) if parts else 0.0

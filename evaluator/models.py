@@ -372,6 +372,11 @@ class Verdict(BaseModel):
     score: float | None = Field(description="Final score on the rubric's scale.")
     score_100: float | None = None
     raw_score: float | None = Field(default=None, description="Score before calibration, on the rubric's scale.")
+    score_sd: float | None = Field(
+        default=None,
+        description="One standard deviation of the score on its scale, from the judge's read probabilities "
+        "(key-point scoring); None where it is not known.",
+    )
     scale_min: float
     scale_max: float
     holistic_level: float | None = None

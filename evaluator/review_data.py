@@ -262,6 +262,8 @@ def score_spread(v: dict, holistic_weight: float | None) -> float | None:
     (readings taken as independent), before red flags, rounding and calibration. None when the judge gave no
     probabilities (structured mode, or an endpoint without logprobs: one-hot readings would claim false certainty).
     """
+    if v.get("score_sd") is not None:  # key-point scoring: the scorer propagated it through its grade model
+        return float(v["score_sd"])
     crit: list[tuple[float, float]] = []
     crit_unknown = False  # a criterion level enters the score but carries no probabilities
     for c in v.get("criteria", []):

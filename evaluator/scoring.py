@@ -22,7 +22,16 @@ from .cache import VerdictCache, cache_key
 from .config import DEFAULT_MAX_ANSWER_CHARS, JudgeSettings, cache_dir, resolve_judge_settings
 from .embeddings import Embedder, bank_vectors_path, get_embedder, read_bank_vectors
 from .errors import InputError
-from .grade_model import MODEL_FILE, Anchors, GradeModel, features_of, load_grade_model, unfitted_fraction
+from .grade_model import (
+    MODEL_FILE,
+    Anchors,
+    GradeModel,
+    features_of,
+    load_grade_model,
+    read_variances,
+    unfitted_fraction,
+    unfitted_fraction_sd,
+)
 from .guards import evidence_supported, injection_spans, sanitised_variants, strip_invisible
 from .judges import CriterionOut, FlagOut, Judge, JudgeResult, is_final, key_point_plan, make_judge
 from .key_points import best_sentences, key_points_of
@@ -537,10 +546,13 @@ class Evaluator:
             [e.similarity for e in evidence],
             len(text.split()),
             len(q.references[0].split()),
-            self.anchors(q, rubric),
+            self.anchors(q, rubric),  # memoised: read once per question
         )
         model = self.grade_model()
         fraction = model.fraction(row) if model else unfitted_fraction(row)
+        anchors = self.anchors(q, rubric)
+        variances = read_variances(result.keyidea.probabilities if result.keyidea else None, result.points, anchors)
+        sd = model.fraction_sd(row, variances) if model else unfitted_fraction_sd(variances)
         red, hits = self._claim_flags(q, result, model, text)
         fraction = apply_red_flags(fraction, hits)
         kps = [
@@ -566,6 +578,7 @@ class Evaluator:
             score=score,
             score_100=score_100,
             raw_score=raw,
+            score_sd=None if mapping is not None else round(sd * (rubric.scale.max - rubric.scale.min), 4),
             holistic_level=round(4 * result.keyidea.expected / 5, 4) if result.keyidea else None,
             views={
                 "keyidea": {

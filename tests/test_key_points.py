@@ -163,3 +163,13 @@ def test_anchors_are_read_once_per_question_and_kept_in_the_cache(resources, tmp
     assert again.anchors(q, rubric).points[0][1] == pytest.approx(0.8) and not again.judge.backend.history
     row = features_of(2.5, [0.5] * n, 0.6, [0.5], 10, 10, a)
     assert row["keyidea_rel"] == pytest.approx(0.5) and row["points_rel"] == pytest.approx(0.5)
+
+
+def test_the_score_carries_its_spread_from_the_read_probabilities(resources):
+    spreads = []
+    for p in (1.0, 0.5):
+        ev = scripted(resources)
+        les, q = resources.find_question("overfitting")
+        ev.judge.backend.enqueue({"4": 1.0}, *[yes(p)] * len(key_points_of(q)), *[yes(0.0)] * len(q.red_flags))
+        spreads.append(ev.score(les, q, ANSWER).score_sd)
+    assert spreads[0] == pytest.approx(0.0) and spreads[1] > 0.1  # certain reads: no spread; coin flips: some

@@ -32,14 +32,15 @@ def test_embedded_judge_scores_offline(resources):
     answer = next(e.answer for e in q.exemplars if e.band.value == "strong")
     v = ev.score(les, q, answer)
     assert v.status == "scored" and v.provenance.judge_model.startswith("qwen2.5-coder-1.5b")
-    for c in v.criteria:
-        assert c.probabilities and abs(sum(c.probabilities.values()) - 1) < 1e-3
-        assert 0 <= c.level <= 4
-    assert v.holistic_probabilities and 0 <= v.score <= 10
-    assert v.rationale, "the explanation pass should have produced a rationale"
+    probs = v.views["keyidea"]["probabilities"]  # the key-idea read, as probabilities over the digits 0-5
+    assert set(probs) == set("012345") and abs(sum(probs.values()) - 1) < 1e-3
+    assert len(v.key_points) == len(q.key_points) and all(0 <= k.probability <= 1 for k in v.key_points)
+    assert all(k.evidence in answer for k in v.key_points if k.covered)
+    assert all(c.derived_from and 0 <= c.level <= 4 for c in v.criteria) and 0 <= v.score <= 10
+    assert v.rationale.startswith(f"Score {v.score:g} of 10."), "the rationale is assembled from the reads"
     calls = v.usage.calls
-    again = ev.score(les, q, answer)  # from the cache: identical, no new call
-    assert again == v and calls > 0
+    again = ev.score(les, q, answer)  # from the cache: identical
+    assert again == v and calls == 1 + len(q.key_points) + len(q.red_flags)
 
 
 def test_embedded_reads_do_not_depend_on_what_was_read_before(resources):
