@@ -51,6 +51,13 @@ RIDGE_ALPHAS = (0.1, 1.0, 10.0, 100.0)
 # ---------------------------------------------------------------------------------------------------- collect
 
 
+def _key_point_scoring(ev) -> None:
+    """Mohler and SAF are read with the key-point plan whatever reference-only ships (it ships the key-idea
+    view, which measured better on short answers): these reads are what the grade model is fitted on."""
+    lr = ev.resources.rubric("reference-only")
+    lr.rubric = lr.rubric.model_copy(update={"scoring": "key_points"})
+
+
 def _csv_questions(name: str) -> tuple[LoadedEvalSet, list[dict]]:
     with open(DATASETS / name / "answers.csv", encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -128,6 +135,7 @@ def collect_anchors(name: str) -> None:
         done = {json.loads(line)["qid"] for line in out.read_text(encoding="utf-8").splitlines() if line}
     wanted = {r["qid"] for r in load(name)}
     ev = build_evaluator(use_cache=False, explain=False)
+    _key_point_scoring(ev)
     with open(out, "a", encoding="utf-8") as f:
         for q in les.eval_set.questions:
             if q.id in done or q.id not in wanted:
@@ -146,6 +154,7 @@ def collect(name: str, limit: int | None = None) -> None:
     if out.exists():
         done = {json.loads(line)["answer_id"] for line in out.read_text(encoding="utf-8").splitlines() if line}
     ev = build_evaluator(use_cache=False, explain=False)
+    _key_point_scoring(ev)
     todo = [r for r in _order(rows, 6 if name == "saf" else 4 if name == "mohler" else 3) if r["answer_id"] not in done]
     todo = todo[:limit] if limit else todo
     print(f"{name}: {len(done)} stored, {len(todo)} to grade", flush=True)
