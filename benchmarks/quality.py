@@ -231,12 +231,14 @@ def fit(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> dict:
         for a in RIDGE_ALPHAS:
             pred = np.zeros(len(y))
             for tr, te in GroupKFold(5).split(z, y, groups):
-                pred[te] = Ridge(alpha=a).fit(z[tr], y[tr]).predict(z[te])
+                pred[te] = Ridge(alpha=a, positive=True).fit(z[tr], y[tr]).predict(z[te])
             err = float(np.mean((pred - y) ** 2))
             if best is None or err < best[0]:
                 best = (err, a)
         alpha = best[1]
-    ridge = Ridge(alpha=alpha).fit(z, y)
+    # Non-negative weights: every feature is "more is better", so stating more, or being closer to the reference,
+    # never lowers a score, and a reading lowered by the injection guard never raises one.
+    ridge = Ridge(alpha=alpha, positive=True).fit(z, y)
     lin = ridge.predict(z)
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(lin, y)
     return {
@@ -317,8 +319,8 @@ def report(write_model: bool) -> int:
     print(f"stored reads: SAF {len(saf)} answers, Mohler {len(moh)} (question-grouped 5-fold CV over both)")
     raw_reads = ("keyidea", "points_mean", "points_max", "points_covered")
     rel_reads = ("keyidea_rel", "points_rel")
-    similarity = ("cosine", "evidence_cosine", "log_length_ratio")
-    rel_similarity = ("cosine_rel", "evidence_rel", "log_length_ratio")
+    similarity = ("cosine", "evidence_cosine")
+    rel_similarity = ("cosine_rel", "evidence_rel")
     baselines = {
         "words (log length ratio) alone": ("log_length_ratio",),
         "MiniLM cosine alone": ("cosine",),
@@ -330,10 +332,12 @@ def report(write_model: bool) -> int:
         "reads + similarity (no anchors)": raw_reads + similarity,
         "anchored reads": rel_reads,
         "anchored reads + anchored similarity": rel_reads + rel_similarity,
-        "all features": FEATURES,
+        "all features but length": tuple(f for f in FEATURES if f != "log_length_ratio"),
     }
+    # Compared, never chosen: the answer's length must not move its score (padding would pay).
+    with_length = {"all features, length included": FEATURES}
     rows = {}
-    for label, feats in (baselines | candidates).items():
+    for label, feats in (baselines | candidates | with_length).items():
         rows[label] = _fold_figures(label, matrix(recs, feats), y, groups, recs, keep)
     head = f"{'method':38} {'SAF>=5w r':>9} {'rho':>6} {'AUC C/P':>7} {'SAF all r':>9} {'Mohler r':>8} {'RMSE':>5}"
     print(head)
@@ -345,7 +349,7 @@ def report(write_model: bool) -> int:
         )
     # The default: the candidate with the best mean of the two out-of-sample Pearsons (multi-point, short).
     chosen = max(candidates, key=lambda k: rows[k]["saf>=5w"]["pearson"] + rows[k]["mohler"]["pearson"])
-    print(f"default = {chosen!r} (best mean of SAF>=5w and Mohler Pearson among the non-baselines)")
+    print(f"default = {chosen!r} (best mean of SAF>=5w and Mohler Pearson among the non-baselines without length)")
     features = candidates[chosen]
     previous_default(moh)
     x = matrix(recs, features)
