@@ -7,6 +7,7 @@ grouped by question, and shipped as `rubrics/key_points.model.json`. Applying it
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -109,6 +110,11 @@ class GradeModel(BaseModel):
     # The red-flag detector measured on the red-flag set: auc, threshold, effective (auc >= 0.75), and the logistic
     # weights (w_p, w_sim, b) when combining the claim read with sentence similarity measured better.
     red_flags: dict[str, float | bool] = {}
+
+    @property
+    def id(self) -> str:
+        """Short content hash: part of the verdict cache key, so a refitted model regrades."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
 
     def _z(self, row: dict[str, float]) -> np.ndarray:
         x = np.array([row.get(f, math.nan) for f in self.features], dtype=float)

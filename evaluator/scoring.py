@@ -250,6 +250,10 @@ class Evaluator:
                 "judge": self.judge.settings.public_params() | self.judge.describe(),
                 "embedder": self.embedder_name,
                 "calibration": getattr(self.mapping_for(lr), "id", None),
+                # The grade model turns key-point reads into the score: refitting it must regrade.
+                "grade_model": self.grade_model().id
+                if lr.rubric.scoring == "key_points" and self.grade_model()
+                else None,
                 "explain": self.explain_enabled(),
                 "max_chars": self.max_chars,
                 "version": __version__,

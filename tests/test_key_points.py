@@ -173,3 +173,13 @@ def test_the_score_carries_its_spread_from_the_read_probabilities(resources):
         ev.judge.backend.enqueue({"4": 1.0}, *[yes(p)] * len(key_points_of(q)), *[yes(0.0)] * len(q.red_flags))
         spreads.append(ev.score(les, q, ANSWER).score_sd)
     assert spreads[0] == pytest.approx(0.0) and spreads[1] > 0.1  # certain reads: no spread; coin flips: some
+
+
+def test_a_refitted_grade_model_changes_the_cache_key(resources):
+    ev = scripted(resources)
+    les = resources.load_eval_set("ml-screening")
+    keys = []
+    for auc in (0.6, 0.9):
+        ev._grade_model = _model({"auc": auc, "threshold": 0.5, "effective": auc >= 0.75})
+        keys.append(ev.answer_key(les, "overfitting", ANSWER))
+    assert keys[0] != keys[1]
