@@ -194,7 +194,14 @@ class Folder:
             answers.append(a)
         les = self._les
         recs = [
-            {"candidate_id": a.candidate_id, "question_id": a.question_id, "v": a.v, "human": a.human} for a in answers
+            {
+                "candidate_id": a.candidate_id,
+                "question_id": a.question_id,
+                "status": a.status,
+                "v": a.v,
+                "human": a.human,
+            }
+            for a in answers
         ]
         return Snapshot(
             answers=answers,
