@@ -471,16 +471,23 @@ def redflag_report() -> dict:
     labels, probs = np.array(labels), np.array(probs)
     # Claims below 0.25 are not stored in a verdict: treat them as 0 (they are below every threshold tried).
     auc = float(roc_auc_score(labels, probs))
-    best = max(((t, _prf(labels, probs >= t)) for t in np.arange(0.3, 0.96, 0.05)), key=lambda tp: tp[1][2])
-    t, (prec, rec, f1) = best
+    # A flag that caps or penalises a score must rarely be wrong: the threshold is the lowest at which at least
+    # 70% of the flags fired are real (precision), and the detector acts only with AUC >= 0.75 and such a threshold.
+    grid = [(round(float(t), 2), _prf(labels, probs >= t)) for t in np.arange(0.3, 0.96, 0.05)]
+    precise = [(t, prf) for t, prf in grid if prf[0] >= 0.7 and prf[1] > 0]
+    t, (prec, rec, f1) = precise[0] if precise else max(grid, key=lambda g: g[1][2])
+    effective = bool(auc >= 0.75 and precise)
     print(f"\nred-flag set: {len(recs)} answers, {int(labels.sum())} flagged pairs of {len(labels)}")
-    print(f"  claim-read AUC {auc:.3f}; best-F1 threshold {t:.2f}: precision {prec:.2f} recall {rec:.2f} F1 {f1:.2f}")
+    print(
+        f"  claim-read AUC {auc:.3f}; threshold {t:.2f}: precision {prec:.2f} recall {rec:.2f} F1 {f1:.2f}; "
+        f"{'acts on scores' if effective else 'shown as possible only (needs AUC >= 0.75 and precision >= 0.7)'}"
+    )
     return {
         "auc": round(auc, 4),
-        "threshold": round(float(t), 2),
+        "threshold": t,
         "precision": round(prec, 3),
         "recall": round(rec, 3),
-        "effective": bool(auc >= 0.75),
+        "effective": effective,
     }
 
 
