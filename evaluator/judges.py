@@ -273,10 +273,8 @@ class Judge:
                     out.red_flags[kw["flag_id"]] = FlagOut(
                         hit=p >= rubric.red_flag_policy.min_probability, probability=p
                     )
-        except EndpointError as e:
-            out.status, out.reason, out.retryable = "unscored", str(e), e.retryable
-        except JudgeReplyError as e:
-            out.status, out.reason, out.retryable = "unscored", f"judge reply unusable: {e}", True
+        except (EndpointError, JudgeReplyError) as e:
+            _mark_unscored(out, e)
         out.usage = usage
         return out
 
@@ -305,10 +303,8 @@ class Judge:
                     usage.add(u)
                     p = read.probabilities["1"]
                     out.red_flags[f.id] = FlagOut(hit=p >= rubric.red_flag_policy.min_probability, probability=p)
-        except EndpointError as e:
-            out.status, out.reason, out.retryable = "unscored", str(e), e.retryable
-        except JudgeReplyError as e:
-            out.status, out.reason, out.retryable = "unscored", f"judge reply unusable: {e}", True
+        except (EndpointError, JudgeReplyError) as e:
+            _mark_unscored(out, e)
         out.usage = usage
         return out
 
@@ -392,6 +388,14 @@ class Judge:
         assert isinstance(parsed, ExplainOutput)
         ev = {c.criterion: (c.evidence, c.reason) for c in parsed.criteria}
         return ev, parsed.rationale, usage, ""
+
+
+def _mark_unscored(out: JudgeResult, e: Exception) -> None:
+    """A probability-mode read failed: no reply (retryable as the endpoint said) or an unusable one (retried)."""
+    if isinstance(e, EndpointError):
+        out.status, out.reason, out.retryable = "unscored", str(e), e.retryable
+    else:
+        out.status, out.reason, out.retryable = "unscored", f"judge reply unusable: {e}", True
 
 
 def key_point_plan(q: Question, points: list[str], rubric: Rubric) -> list[tuple[str, dict, list[str]]]:

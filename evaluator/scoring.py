@@ -458,10 +458,9 @@ class Evaluator:
         raw = to_scale(fraction, rubric)
         score, score_100 = raw, round(fraction * 100, 2)
         if mapping is not None:
-            score = round(mapping.apply(verdict_features(q.id, raw, holistic, levels, sim, len(text))), 2)
-            lo, hi = mapping.scale_min, mapping.scale_max
-            base.update(scale_min=lo, scale_max=hi)
-            score_100 = round(100 * (score - lo) / (hi - lo), 2)
+            score, score_100 = _user_mapping(
+                mapping, verdict_features(q.id, raw, holistic, levels, sim, len(text)), base
+            )
 
         flags += _fail_and_disagreement_flags(hits, sim, fraction)
 
@@ -543,6 +542,7 @@ class Evaluator:
     ) -> Verdict:
         points = key_points_of(q)
         evidence = best_sentences(self.embedder, points, text)
+        anchors = self.anchors(q, rubric)
         row = features_of(
             result.keyidea.expected if result.keyidea else None,
             result.points,
@@ -550,11 +550,10 @@ class Evaluator:
             [e.similarity for e in evidence],
             len(text.split()),
             len(q.references[0].split()),
-            self.anchors(q, rubric),  # memoised: read once per question
+            anchors,
         )
         model = self.grade_model()
         fraction = model.fraction(row) if model else unfitted_fraction(row)
-        anchors = self.anchors(q, rubric)
         variances = read_variances(result.keyidea.probabilities if result.keyidea else None, result.points, anchors)
         sd = model.fraction_sd(row, variances) if model else unfitted_fraction_sd(variances)
         red, hits = self._claim_flags(q, result, model, text)
@@ -573,9 +572,7 @@ class Evaluator:
         score, score_100 = raw, round(fraction * 100, 2)
         if mapping is not None:
             levels = {"keyidea": row["keyidea"] * 4}
-            score = round(mapping.apply(verdict_features(q.id, raw, None, levels, sim, len(text))), 2)
-            base.update(scale_min=mapping.scale_min, scale_max=mapping.scale_max)
-            score_100 = round(100 * (score - mapping.scale_min) / (mapping.scale_max - mapping.scale_min), 2)
+            score, score_100 = _user_mapping(mapping, verdict_features(q.id, raw, None, levels, sim, len(text)), base)
         flags += _fail_and_disagreement_flags(hits, sim, fraction)
         return Verdict(
             status="scored",
@@ -628,6 +625,14 @@ class Evaluator:
     def _judge(self, q: Question, rubric: Rubric, text: str) -> JudgeResult:
         self.judge_calls += 1
         return self.judge.judge(q, rubric, text, self.prompts)
+
+
+def _user_mapping(mapping, features: dict, base: dict) -> tuple[float, float]:
+    """A calibration mapping's score and its /100 value; the verdict then reports the mapping's scale."""
+    score = round(mapping.apply(features), 2)
+    lo, hi = mapping.scale_min, mapping.scale_max
+    base.update(scale_min=lo, scale_max=hi)
+    return score, round(100 * (score - lo) / (hi - lo), 2)
 
 
 def _fail_and_disagreement_flags(hits: list[RedFlag], sim: Similarity, fraction: float) -> list[ReviewFlag]:
