@@ -17,7 +17,8 @@ from statistics import mean
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaluator.scoring import build_evaluator, criteria_fraction  # noqa: E402
+from evaluator.arithmetic import criteria_fraction  # noqa: E402
+from evaluator.scoring import build_evaluator  # noqa: E402
 
 
 def main() -> None:

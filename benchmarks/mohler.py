@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from evaluator import agreement, calibration  # noqa: E402
 from evaluator.calibrate_report import verdict_row  # noqa: E402
-from evaluator.scoring import lexical_overlap  # noqa: E402
+from evaluator.similarity import lexical_overlap  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets" / "mohler" / "answers.csv"
 RESULTS = ROOT / "benchmarks" / "results"

@@ -1,7 +1,25 @@
-"""evaluator: grade written screening answers like a careful senior interviewer."""
+"""evaluator: grade written screening answers like a careful senior interviewer.
 
-__version__ = "0.1.0"
+The public API is imported lazily, so `evaluator --version` or `import evaluator.csvio` does not load numpy,
+the judge or the embedder.
+"""
 
-from .scoring import build_evaluator, score_answer  # noqa: E402
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from .scoring import build_evaluator, score_answer
+
+_PUBLIC = {"build_evaluator": "scoring", "score_answer": "scoring"}
 
 __all__ = ["__version__", "build_evaluator", "score_answer"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    raise AttributeError(f"module 'evaluator' has no attribute {name!r}")

@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from .cache import VectorCache
-from .config import cache_dir
+from .config import DEFAULT_EMBEDDER, cache_dir
 from .errors import InputError, ModelInstallError
 
 
@@ -226,12 +226,12 @@ class CachedEmbedder:
                 del memo[old]
 
 
-_EMBEDDERS: dict[str, Embedder] = {}
+_EMBEDDERS: dict[str, CachedEmbedder] = {}
 
 
-def get_embedder(name: str = "minilm") -> Embedder:
+def get_embedder(name: str = DEFAULT_EMBEDDER) -> CachedEmbedder:
     if name not in _EMBEDDERS:
-        if name == "minilm":
+        if name == DEFAULT_EMBEDDER:
             _EMBEDDERS[name] = CachedEmbedder(MiniLMEmbedder(), persist=True)
         elif name == "fake:hash":
             _EMBEDDERS[name] = CachedEmbedder(HashEmbedder())

@@ -72,12 +72,6 @@ def sanitised_variants(answer: str) -> list[str]:
     return [v for v in dict.fromkeys([removed, cut]) if v]
 
 
-def sanitise(answer: str) -> str:
-    """The answer with every sentence or line that addresses the grader removed."""
-    variants = sanitised_variants(answer)
-    return variants[0] if variants else strip_invisible(answer).strip()
-
-
 def normalise(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).lower()
     text = re.sub(r"[^\w\s]", " ", text)

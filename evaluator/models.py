@@ -395,7 +395,3 @@ class Verdict(BaseModel):
     answer_chars: int = 0
     raw_reply: str | None = None
     retryable: bool = Field(default=False, description="Unscored by a transient endpoint failure: a re-run retries.")
-
-    @property
-    def needs_review(self) -> bool:
-        return bool(self.review_flags)

@@ -202,6 +202,10 @@ class Resources:
             )
         return rubrics[rubric_id]
 
+    def rubric_for(self, les: LoadedEvalSet, q: Question) -> LoadedRubric:
+        """The rubric a question of this eval set is graded with (its own, else the set's)."""
+        return self.rubric(les.rubric_id_for(q))
+
     def eval_set_paths(self) -> list[Path]:
         # NAME.redflags.yaml beside a bank is its red-flag test set (answers, not questions), not an eval set.
         return [p for p in _yaml_files(self.root / "eval_sets") if not p.stem.endswith(REDFLAG_SET_SUFFIX)]

@@ -4,11 +4,12 @@ import json
 
 import pytest
 
+from evaluator.arithmetic import apply_red_flags, combine, criteria_fraction, to_scale
 from evaluator.config import resolve_judge_settings
-from evaluator.guards import evidence_supported, injection_spans, sanitise
+from evaluator.guards import evidence_supported, injection_spans, sanitised_variants
 from evaluator.judges import make_judge
 from evaluator.models import RedFlag, Rubric
-from evaluator.scoring import Evaluator, apply_red_flags, combine, criteria_fraction, to_scale
+from evaluator.scoring import Evaluator
 
 
 def rubric(**kw) -> Rubric:
@@ -76,8 +77,9 @@ def test_evidence_check():
 def test_injection_detected_and_sanitised(text):
     answer = "Overfitting means fitting noise. " + text
     assert injection_spans(answer)
-    assert sanitise(answer).startswith("Overfitting means fitting noise.")
-    assert not injection_spans(sanitise(answer))
+    cleaned = sanitised_variants(answer)[0]  # the copy with every such sentence removed
+    assert cleaned.startswith("Overfitting means fitting noise.")
+    assert not injection_spans(cleaned)
 
 
 def test_plain_answers_are_not_flagged_as_injection():
@@ -227,7 +229,7 @@ def test_fakes_are_never_picked_up_from_the_environment(monkeypatch):
 def test_every_corpus_injection_has_an_exact_clean_variant():
     """The guard keeps the lowest reading over the answer and its sanitised copies: for each attempt in the
     corpus one copy must be exactly the clean answer, so the injection can never raise a level."""
-    from evaluator.guards import sanitised_variants, strip_invisible
+    from evaluator.guards import strip_invisible
     from injection_corpus import CASES
 
     assert len(CASES) >= 20

@@ -8,7 +8,7 @@ pytestmark = pytest.mark.slow
 
 def test_minilm_similarity_separates_strong_from_weak(resources):
     from evaluator.embeddings import get_embedder
-    from evaluator.scoring import similarity_figures
+    from evaluator.similarity import similarity_figures
 
     emb = get_embedder("minilm")
     les = resources.load_eval_set("ml-screening")

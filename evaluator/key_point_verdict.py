@@ -1,0 +1,154 @@
+"""The verdict of the key-point plan (probability mode, rubric `scoring: key_points`): the reads become features,
+the grade model turns them into the fraction of full marks, red flags act where their detector works, and the
+rationale is assembled from the reads, so it cannot contradict the score or misquote the answer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .arithmetic import apply_red_flags, to_scale
+from .embeddings import Embedder
+from .grade_model import (
+    Anchors,
+    GradeModel,
+    features_of,
+    read_variances,
+    unfitted_fraction,
+    unfitted_fraction_sd,
+)
+from .key_points import Evidence, best_sentences, key_points_of
+from .models import CriterionResult, KeyPointResult, Question, RedFlag, RedFlagResult, Rubric, Verdict
+from .reading import Reading, fail_and_disagreement_flags, verdict_features
+
+
+def key_point_verdict(r: Reading, embedder: Embedder, model: GradeModel | None, anchors: Anchors | None) -> Verdict:
+    q, result = r.q, r.result
+    points = key_points_of(q)
+    evidence = best_sentences(embedder, points, r.text)
+    row = features_of(
+        result.keyidea.expected if result.keyidea else None,
+        result.points,
+        r.sim.best_reference,
+        [e.similarity for e in evidence],
+        len(r.text.split()),
+        len(q.references[0].split()),
+        anchors,
+    )
+    fraction = model.fraction(row) if model else unfitted_fraction(row)
+    variances = read_variances(result.keyidea.probabilities if result.keyidea else None, result.points, anchors)
+    sd = model.fraction_sd(row, variances) if model else unfitted_fraction_sd(variances)
+    red, hits = claim_flags(q, r, embedder, model)
+    fraction = apply_red_flags(fraction, hits)
+    kps = key_point_results(points, result.points, evidence)
+    raw = to_scale(fraction, r.rubric)
+    levels = {"keyidea": row["keyidea"] * 4}
+    score, score_100 = r.final_score(raw, fraction, verdict_features(q.id, raw, None, levels, r.sim, len(r.text)))
+    r.flags += fail_and_disagreement_flags(hits, r.sim, fraction)
+    k = result.keyidea
+    return r.scored(
+        score,
+        score_100,
+        raw,
+        score_sd=None if r.mapping is not None else round(sd * (r.rubric.scale.max - r.rubric.scale.min), 4),
+        holistic_level=round(4 * k.expected / 5, 4) if k else None,
+        views={"keyidea": {"expected": round(k.expected, 4), "probabilities": k.probabilities}} if k else {},
+        criteria=derived_criteria(r.rubric, row, fraction),
+        key_points=kps,
+        red_flags=red,
+        rationale=assembled_rationale(kps, red, row, model, score, r.base["scale_max"]),
+    )
+
+
+def key_point_results(points: list[str], probabilities: list[float], evidence: list[Evidence]) -> list[KeyPointResult]:
+    """Each point with the probability that the answer states it; a covered point quotes its closest sentence."""
+    return [
+        KeyPointResult(
+            text=p,
+            probability=round(pr, 4),
+            covered=pr >= 0.5,
+            evidence=e.sentence if pr >= 0.5 else "",
+            similarity=e.similarity,
+        )
+        for p, pr, e in zip(points, probabilities, evidence, strict=True)
+    ]
+
+
+def claim_flags(
+    q: Question, r: Reading, embedder: Embedder, model: GradeModel | None
+) -> tuple[list[RedFlagResult], list[RedFlag]]:
+    """Red flags read as their false claims: the judge's probability that the answer makes the claim, and the
+    cosine of the answer's closest sentence to it. They act on the score only where the detector was measured
+    to work on the red-flag set (AUC >= 0.75, threshold chosen there); otherwise they are shown as 'possible'
+    with their probability and change nothing. Every flag read is listed."""
+    defs = {f.id: f for f in q.red_flags}
+    ids = [fid for fid in r.result.red_flags if fid in defs]
+    near = best_sentences(embedder, [defs[i].claim or defs[i].description for i in ids], r.text)
+    gate = model.red_flags if model else {}
+    red, hits = [], []
+    for fid, e in zip(ids, near, strict=True):
+        f, p = defs[fid], r.result.red_flags[fid].probability or 0.0
+        hit = bool(gate.get("effective")) and red_flag_detector(gate, p, e.similarity) >= float(gate["threshold"])
+        if hit:
+            hits.append(f)
+        red.append(
+            RedFlagResult(
+                id=fid, hit=hit, effect=f.effect, value=f.value, probability=round(p, 4), similarity=e.similarity
+            )
+        )
+    return red, hits
+
+
+def red_flag_detector(gate: dict, probability: float, similarity: float) -> float:
+    """The detector's score: a logistic combination of the claim read and the claim's closest sentence when the
+    red-flag set fitted one (weights w_p, w_sim, b), else the judge's probability alone."""
+    if "w_p" not in gate:
+        return probability
+    z = float(gate["w_p"]) * probability + float(gate["w_sim"]) * similarity + float(gate["b"])
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def derived_criteria(rubric: Rubric, row: dict[str, float], fraction: float) -> list[CriterionResult]:
+    """A level per criterion without a criterion read: correctness from the key-idea reading, coverage from the
+    key points, any other criterion from the overall score. Each says what it was derived from."""
+    sources = {
+        "correctness": (row["keyidea"], "the key-idea reading"),
+        "coverage": (row["points_mean"], "the key-point reads (mean probability)"),
+        "completeness": (row["points_mean"], "the key-point reads (mean probability)"),
+    }
+    out = []
+    for c in rubric.criteria:
+        value, source = sources.get(c.id, (fraction, "the overall score (not read separately)"))
+        level = None if np.isnan(value) else round(4 * float(value), 4)
+        out.append(CriterionResult(id=c.id, weight=c.weight, level=level, derived_from=source))
+    return out
+
+
+def assembled_rationale(
+    kps: list[KeyPointResult],
+    red: list[RedFlagResult],
+    row: dict[str, float],
+    model: GradeModel | None,
+    score: float,
+    scale_max: float,
+) -> str:
+    """The explanation, built from the reads only, so it cannot contradict the score or misquote the answer."""
+    covered = [k for k in kps if k.covered]
+    parts = [f"Score {score:g} of {scale_max:g}. Covers {len(covered)} of {len(kps)} key points."]
+    parts += [f'Covered: {k.text} (p={k.probability:.2f}), e.g. "{k.evidence}".' for k in covered]
+    missing = [k for k in kps if not k.covered]
+    if missing:
+        parts.append("Missing: " + "; ".join(f"{k.text} (p={k.probability:.2f})" for k in missing) + ".")
+    for f in red:
+        if not f.hit and (f.probability or 0) < 0.5:
+            continue
+        effect = f"applied ({f.effect.value})" if f.hit else "possible, no effect on the score"
+        parts.append(f"Red flag {f.id}: p={f.probability:.2f}, {effect}.")
+    if not np.isnan(row["keyidea"]):
+        parts.append(f"Key-idea reading {5 * row['keyidea']:.1f} of 5.")
+    if model is not None:
+        push = sorted(model.contributions(row).items(), key=lambda kv: -abs(kv[1]))[:2]
+        parts.append("Moved most by: " + ", ".join(f"{f} ({'+' if v >= 0 else '-'})" for f, v in push) + ".")
+    return " ".join(parts)

@@ -1,0 +1,49 @@
+"""Similarity figures of an answer to its question's references and key points (a feature and a guard, not the
+correctness score), and a dependency-free lexical overlap."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from .embeddings import Embedder
+from .models import Question, Similarity
+
+
+def similarity_figures(embedder: Embedder, q: Question, answer: str) -> Similarity:
+    ref_vecs = embedder.encode(q.reference_texts)
+    whole, sent = embedder.encode_answers([answer])[0]
+    n_ref = len(q.references)
+    best = float(np.max(ref_vecs[:n_ref] @ whole))
+    kp = []
+    if q.key_points:
+        sims = ref_vecs[n_ref:] @ np.vstack([whole[None, :], sent]).T
+        kp = [round(float(x), 4) for x in sims.max(axis=1)]
+    best_i = int(np.argmax(ref_vecs[:n_ref] @ whole))
+    return Similarity(
+        model=embedder.name,
+        best_reference=round(best, 4),
+        key_point_coverage=round(float(np.mean(kp)), 4) if kp else None,
+        key_points=kp,
+        lexical_overlap=round(lexical_overlap(answer, q.references[best_i]), 4),
+        reference_chars=len(q.references[best_i]),
+    )
+
+
+_STOP = set(
+    "a an the and or but if of to in on at by for with from as is are was were be been being it its this that "
+    "these those which who whom what when where why how not no do does did can could should would will may might "
+    "must has have had than then so such into about over under between there their they them we you your our".split()
+)
+
+
+def _content_words(text: str) -> set[str]:
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    # A light suffix strip so "errors"/"error" and "trained"/"train" meet; no stemmer dependency.
+    return {re.sub(r"(ing|ed|es|s)$", "", w) or w for w in words if w not in _STOP and len(w) > 1}
+
+
+def lexical_overlap(answer: str, reference: str) -> float:
+    ref = _content_words(reference)
+    return len(ref & _content_words(answer)) / len(ref) if ref else 0.0
