@@ -35,6 +35,7 @@ from .grade_model import (
 from .guards import evidence_supported, injection_spans, sanitised_variants, strip_invisible
 from .judges import CriterionOut, FlagOut, Judge, JudgeResult, is_final, key_point_plan, make_judge
 from .key_points import best_sentences, key_points_of
+from .mapping import Mapping, load_mapping, mapping_features, reading_of
 from .models import (
     CriterionResult,
     Effect,
@@ -164,7 +165,7 @@ class Evaluator:
     cache: VerdictCache | None = None
     refresh: bool = False
     max_chars: int = DEFAULT_MAX_ANSWER_CHARS
-    calibration: object | None = None  # a calibration.Mapping given by the user: applies to every rubric
+    calibration: Mapping | None = None  # given by the user: applies to every rubric
     rubric_calibration: bool = True  # else a rubric's shipped mapping applies when fitted on these readings
     explain: bool | None = None
     prompts: PromptSet = field(init=False)
@@ -173,13 +174,13 @@ class Evaluator:
         self.prompts = PromptSet(self.resources.prompts_dir)
         self._embedder: Embedder | None = None
         self.judge_calls = 0
-        self._mappings: dict[str, object | None] = {}
+        self._mappings: dict[str, Mapping | None] = {}
         self._banks: set[Path] = set()
         self._banks_lock = threading.Lock()
         self._anchors: dict[str, Anchors | None] = {}
         self._anchors_lock = threading.Lock()
 
-    def mapping_for(self, lr: LoadedRubric):
+    def mapping_for(self, lr: LoadedRubric) -> Mapping | None:
         """The calibration mapping for answers graded with this rubric: the user's, else the rubric's shipped one
         when it was fitted on these same readings, else none."""
         if self.calibration is not None:
@@ -187,8 +188,6 @@ class Evaluator:
         if not self.rubric_calibration or not lr.rubric.calibration:
             return None
         if lr.hash not in self._mappings:
-            from .calibration import load_mapping, reading_of
-
             # The same provenance fields `evaluator calibrate` records as the mapping's fitted_for.
             reading = reading_of(
                 {
@@ -240,6 +239,7 @@ class Evaluator:
         return text, flags
 
     def key_for(self, les: LoadedEvalSet, q: Question, lr: LoadedRubric, answer: str) -> str:
+        mapping = self.mapping_for(lr)
         return cache_key(
             {
                 "answer": answer,
@@ -249,7 +249,7 @@ class Evaluator:
                 "prompts": self.prompts.hash,
                 "judge": self.judge.settings.public_params() | self.judge.describe(),
                 "embedder": self.embedder_name,
-                "calibration": getattr(self.mapping_for(lr), "id", None),
+                "calibration": mapping.id if mapping is not None else None,
                 # The grade model turns key-point reads into the score: refitting it must regrade.
                 "grade_model": self.grade_model().id
                 if lr.rubric.scoring == "key_points" and self.grade_model()
@@ -266,6 +266,7 @@ class Evaluator:
         return self.key_for(les, q, self.resources.rubric(les.rubric_id_for(q)), self.prepare_answer(answer)[0])
 
     def provenance(self, les: LoadedEvalSet, q: Question, lr: LoadedRubric, key: str) -> Provenance:
+        mapping = self.mapping_for(lr)
         return Provenance(
             eval_set=les.eval_set.id,
             eval_set_version=les.eval_set.version,
@@ -280,7 +281,7 @@ class Evaluator:
             judge_params=self.judge.settings.public_params(),
             embedding_model=self.embedder.name,
             evaluator_version=__version__,
-            calibration=getattr(self.mapping_for(lr), "id", None),
+            calibration=mapping.id if mapping is not None else None,
             cache_key=key,
         )
 
@@ -459,7 +460,7 @@ class Evaluator:
         score, score_100 = raw, round(fraction * 100, 2)
         if mapping is not None:
             score, score_100 = _user_mapping(
-                mapping, verdict_features(q.id, raw, holistic, levels, sim, len(text)), base
+                mapping, mapping_features(q.id, raw, holistic, levels, sim.model_dump(), len(text)), base
             )
 
         flags += _fail_and_disagreement_flags(hits, sim, fraction)
@@ -572,7 +573,8 @@ class Evaluator:
         score, score_100 = raw, round(fraction * 100, 2)
         if mapping is not None:
             levels = {"keyidea": row["keyidea"] * 4}
-            score, score_100 = _user_mapping(mapping, verdict_features(q.id, raw, None, levels, sim, len(text)), base)
+            features = mapping_features(q.id, raw, None, levels, sim.model_dump(), len(text))
+            score, score_100 = _user_mapping(mapping, features, base)
         flags += _fail_and_disagreement_flags(hits, sim, fraction)
         return Verdict(
             status="scored",
@@ -627,7 +629,7 @@ class Evaluator:
         return self.judge.judge(q, rubric, text, self.prompts)
 
 
-def _user_mapping(mapping, features: dict, base: dict) -> tuple[float, float]:
+def _user_mapping(mapping: Mapping, features: dict, base: dict) -> tuple[float, float]:
     """A calibration mapping's score and its /100 value; the verdict then reports the mapping's scale."""
     score = round(mapping.apply(features), 2)
     lo, hi = mapping.scale_min, mapping.scale_max
@@ -720,20 +722,6 @@ def assembled_rationale(
     return " ".join(parts)
 
 
-def verdict_features(question_id, raw, holistic, levels, sim: Similarity | None, chars: int) -> dict:
-    return {
-        "question_id": question_id,
-        "score": raw,
-        "holistic": holistic,
-        "criteria": levels,
-        "similarity": sim.best_reference if sim else None,
-        "key_point_coverage": sim.key_point_coverage if sim else None,
-        "lexical_overlap": sim.lexical_overlap if sim else None,
-        "reference_chars": sim.reference_chars if sim else None,
-        "answer_chars": chars,
-    }
-
-
 def overall_level(result: JudgeResult) -> float | None:
     """The overall level on 0-4: the holistic reading and the views (each read 0-5, rescaled), averaged."""
     readings = ([result.holistic.expected] if result.holistic else []) + [
@@ -790,8 +778,6 @@ def build_evaluator(
     settings = settings or resolve_judge_settings(judge, explain=explain, **judge_kw)
     mapping = None
     if calibration:
-        from .calibration import load_mapping
-
         mapping = load_mapping(Path(calibration))
     cache = VerdictCache(Path(cache_path) if cache_path else cache_dir() / "verdicts.sqlite3") if use_cache else None
     return Evaluator(
