@@ -572,8 +572,7 @@ class Evaluator:
         raw = to_scale(fraction, rubric)
         score, score_100 = raw, round(fraction * 100, 2)
         if mapping is not None:
-            levels = {"keyidea": row["keyidea"] * 4}
-            features = mapping_features(q.id, raw, None, levels, sim.model_dump(), len(text))
+            features = mapping_features(q.id, raw, None, {"keyidea": row["keyidea"] * 4}, sim.model_dump(), len(text))
             score, score_100 = _user_mapping(mapping, features, base)
         flags += _fail_and_disagreement_flags(hits, sim, fraction)
         return Verdict(
