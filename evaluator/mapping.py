@@ -2,8 +2,7 @@
 
 Grading applies a mapping to every answer, so this module needs only numpy and pydantic; fitting one (sklearn,
 cross-validation, agreement metrics) is in calibration.py. The feature row is built here once, by
-mapping_features(), both while scoring and from a stored verdict, so a mapping reads the same features it was
-fitted on.
+mapping_features(), both while scoring and from a stored verdict, so both give a mapping the same keys.
 """
 
 from __future__ import annotations
