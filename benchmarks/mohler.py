@@ -27,7 +27,7 @@ from sklearn.model_selection import GroupKFold, KFold
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evaluator import agreement, calibration  # noqa: E402
+from evaluator import agreement, calibration, mapping  # noqa: E402
 from evaluator.calibrate_report import verdict_row  # noqa: E402
 from evaluator.similarity import lexical_overlap  # noqa: E402
 
@@ -247,7 +247,7 @@ def table(stores: list[str]) -> None:
         # by inner grouped CV on the training folds, clipping), each kind `evaluator calibrate` considers; "auto"
         # (what calibrate ships) keeps the kind with the lowest grouped-CV RMSE.
         shipped = calibration.fit_mapping(main_rows, y, groups, LO, HI)
-        for kind in calibration.KINDS:
+        for kind in mapping.KINDS:
             lab = f"mapping {kind} (evaluator calibrate) on {DESCRIBE.get(main, main)}"
             lab = ("shipped: " if kind == shipped.kind else "") + lab
             for split, tag in (("group", ""), ("within", "  same, seen-questions CV")):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import krippendorff
 import numpy as np
@@ -169,6 +170,34 @@ def _quadratic_form(c: np.ndarray, m: np.ndarray) -> np.ndarray:
     return ((c @ m) * c).sum(axis=1)
 
 
+class _Totals(NamedTuple):
+    """Per-resample totals (one value per resample) of the per-row quantities the metrics are built from.
+
+    p and h are summed centred on their full-sample means, so the one-pass variance formulas do not cancel badly.
+    """
+
+    n: np.ndarray
+    d: np.ndarray  # p - h
+    abs_d: np.ndarray
+    d2: np.ndarray
+    exact: np.ndarray  # rounded levels equal
+    within_one: np.ndarray  # rounded levels at most one step apart
+    p: np.ndarray
+    h: np.ndarray
+    pp: np.ndarray
+    hh: np.ndarray
+    ph: np.ndarray
+    conf: np.ndarray  # (B, K, K): conf[b, pred level, human level]
+
+    @property
+    def ss_p(self) -> np.ndarray:
+        return self.pp - self.p**2 / self.n
+
+    @property
+    def ss_h(self) -> np.ndarray:
+        return self.hh - self.h**2 / self.n
+
+
 def resampled_metrics(
     pred: Sequence[float] | np.ndarray,
     human: Sequence[float] | np.ndarray,
@@ -185,64 +214,76 @@ def resampled_metrics(
     p, h = _check(pred, human)
     codes = np.asarray(codes, dtype=int)
     counts = np.atleast_2d(np.asarray(counts, dtype=float))
-    n_groups = counts.shape[1]
     labels = scale_labels(scale_min, scale_max)
-    k = labels.size
     pr = (round_to_scale(p, scale_min, scale_max) - labels[0]).astype(int)
     hr = (round_to_scale(h, scale_min, scale_max) - labels[0]).astype(int)
+    t = _resampled_totals(p, h, pr, hr, codes, counts, labels.size)
+    with np.errstate(all="ignore"):
+        return _resampled_correlations(p, h, codes, counts, t) | _resampled_agreement(p, h, t)
 
-    # Per-row quantities whose resample totals are plain weighted sums: summed per group once, then counts @ sums.
+
+def _resampled_totals(
+    p: np.ndarray, h: np.ndarray, pr: np.ndarray, hr: np.ndarray, codes: np.ndarray, counts: np.ndarray, k: int
+) -> _Totals:
+    """Per-row quantities whose resample totals are plain weighted sums: summed per group once, then counts @ sums.
+    pr, hr: the rounded levels as 0..k-1."""
     d = p - h
-    pc, hc = p - p.mean(), h - h.mean()  # centred, so the one-pass variance formulas below do not cancel badly
+    pc, hc = p - p.mean(), h - h.mean()
     linear = np.column_stack(
         [np.ones_like(p), d, np.abs(d), d * d, pr == hr, np.abs(pr - hr) <= 1, pc, hc, pc * pc, hc * hc, pc * hc]
     )
     confusion = np.zeros((p.size, k * k))
     confusion[np.arange(p.size), pr * k + hr] = 1.0
-    per_group = np.zeros((n_groups, linear.shape[1] + k * k))
+    per_group = np.zeros((counts.shape[1], linear.shape[1] + k * k))
     np.add.at(per_group, codes, np.hstack([linear, confusion]))
     t = counts @ per_group
-    n, s_d, s_ad, s_d2, s_exact, s_within, s_p, s_h, s_pp, s_hh, s_ph = t[:, :11].T
-    conf = t[:, 11:].reshape(-1, k, k)  # conf[b, pred level, human level]
+    return _Totals(*t[:, :11].T, conf=t[:, 11:].reshape(-1, k, k))
 
-    with np.errstate(all="ignore"):
-        out: dict[str, np.ndarray] = {}
-        ss_p = s_pp - s_p**2 / n
-        ss_h = s_hh - s_h**2 / n
-        out["pearson"] = (s_ph - s_p * s_h / n) / np.sqrt(ss_p * ss_h)
 
-        weights = counts[:, codes]
-        rank_p = counts @ _rank_contributions(p, codes, n_groups).T
-        rank_h = counts @ _rank_contributions(h, codes, n_groups).T
-        out["spearman"] = _weighted_pearson(rank_p, rank_h, weights)
+def _resampled_correlations(
+    p: np.ndarray, h: np.ndarray, codes: np.ndarray, counts: np.ndarray, t: _Totals
+) -> dict[str, np.ndarray]:
+    """Pearson, Spearman and Kendall tau-b per resample."""
+    n_groups = counts.shape[1]
+    out = {"pearson": (t.ph - t.p * t.h / t.n) / np.sqrt(t.ss_p * t.ss_h)}
 
-        # Kendall tau-b on the expanded sample: copies of one row tie on both sides, so they add nothing to the
-        # numerator and count as ties in both denominators, exactly as in scipy on the duplicated data.
-        concordance, p_differs, h_differs = _pair_sums(p, h, codes, n_groups)
-        out["kendall"] = _quadratic_form(counts, concordance) / np.sqrt(
-            _quadratic_form(counts, p_differs) * _quadratic_form(counts, h_differs)
-        )
+    weights = counts[:, codes]
+    rank_p = counts @ _rank_contributions(p, codes, n_groups).T
+    rank_h = counts @ _rank_contributions(h, codes, n_groups).T
+    out["spearman"] = _weighted_pearson(rank_p, rank_h, weights)
 
-        steps = np.arange(k)
-        w_quad = (steps[:, None] - steps[None, :]) ** 2
-        expected = conf.sum(axis=2)[:, :, None] * conf.sum(axis=1)[:, None, :] / n[:, None, None]
-        out["qwk"] = 1.0 - (conf * w_quad).sum(axis=(1, 2)) / (expected * w_quad).sum(axis=(1, 2))
+    # Kendall tau-b on the expanded sample: copies of one row tie on both sides, so they add nothing to the
+    # numerator and count as ties in both denominators, exactly as in scipy on the duplicated data.
+    concordance, p_differs, h_differs = _pair_sums(p, h, codes, n_groups)
+    out["kendall"] = _quadratic_form(counts, concordance) / np.sqrt(
+        _quadratic_form(counts, p_differs) * _quadratic_form(counts, h_differs)
+    )
+    return out
 
-        out["mae"] = s_ad / n
-        out["rmse"] = np.sqrt(s_d2 / n)
-        out["exact"] = s_exact / n
-        out["within_one"] = s_within / n
 
-        # Interval alpha from pooled sums of squares (see alpha_interval()); p, h centred on different means,
-        # so rebuild the pooled SS from the uncentred parts: SS = SS_p + SS_h + n/2 * (mean_p - mean_h)^2.
-        mean_p = p.mean() + s_p / n
-        mean_h = h.mean() + s_h / n
-        pooled_ss = ss_p + ss_h + n / 2 * (mean_p - mean_h) ** 2
-        out["alpha_interval"] = 1.0 - (2 * n - 1) * s_d2 / (2 * n * pooled_ss)
+def _resampled_agreement(p: np.ndarray, h: np.ndarray, t: _Totals) -> dict[str, np.ndarray]:
+    """Quadratic kappa, the error metrics, both alphas, bias and n per resample."""
+    n, conf = t.n, t.conf
+    steps = np.arange(conf.shape[1])
+    w_quad = (steps[:, None] - steps[None, :]) ** 2
+    expected = conf.sum(axis=2)[:, :, None] * conf.sum(axis=1)[:, None, :] / n[:, None, None]
+    out = {"qwk": 1.0 - (conf * w_quad).sum(axis=(1, 2)) / (expected * w_quad).sum(axis=(1, 2))}
 
-        out["alpha_ordinal"] = _ordinal_alpha(conf)
-        out["bias"] = s_d / n
-        out["n"] = n
+    out["mae"] = t.abs_d / n
+    out["rmse"] = np.sqrt(t.d2 / n)
+    out["exact"] = t.exact / n
+    out["within_one"] = t.within_one / n
+
+    # Interval alpha from pooled sums of squares (see alpha_interval()); p, h centred on different means,
+    # so rebuild the pooled SS from the uncentred parts: SS = SS_p + SS_h + n/2 * (mean_p - mean_h)^2.
+    mean_p = p.mean() + t.p / n
+    mean_h = h.mean() + t.h / n
+    pooled_ss = t.ss_p + t.ss_h + n / 2 * (mean_p - mean_h) ** 2
+    out["alpha_interval"] = 1.0 - (2 * n - 1) * t.d2 / (2 * n * pooled_ss)
+
+    out["alpha_ordinal"] = _ordinal_alpha(conf)
+    out["bias"] = t.d / n
+    out["n"] = n
     return out
 
 

@@ -15,9 +15,10 @@ import numpy as np
 from scipy import stats
 
 from . import agreement, report_plots
-from .calibration import cross_val_predict_grouped, fit_mapping, reading_of
+from .calibration import cross_val_predict_grouped, fit_mapping
 from .csvio import read_csv
 from .errors import CalibrationError, ValidationError
+from .mapping import mapping_features, reading_of
 
 METRIC_ORDER = list(agreement.METRICS)
 
@@ -115,19 +116,17 @@ def load_human(
 
 
 def verdict_row(v: dict) -> dict:
-    crit = {c["id"]: c["level"] for c in v.get("criteria", []) if c.get("level") is not None}
-    sim = v.get("similarity") or {}
+    """A stored verdict's mapping feature row, built by mapping_features as while scoring, keyed by its answer id."""
     return {
         "answer_id": v.get("answer_id") or f"{v.get('candidate_id')}|{v['question_id']}",
-        "question_id": v["question_id"],
-        "score": v.get("raw_score", v.get("score")),
-        "holistic": v.get("holistic_level"),
-        "criteria": crit,
-        "similarity": sim.get("best_reference"),
-        "key_point_coverage": sim.get("key_point_coverage"),
-        "lexical_overlap": sim.get("lexical_overlap"),
-        "reference_chars": sim.get("reference_chars"),
-        "answer_chars": v.get("answer_chars", 0),
+        **mapping_features(
+            v["question_id"],
+            v.get("raw_score", v.get("score")),
+            v.get("holistic_level"),
+            {c["id"]: c["level"] for c in v.get("criteria", []) if c.get("level") is not None},
+            v.get("similarity"),
+            v.get("answer_chars", 0),
+        ),
     }
 
 

@@ -10,7 +10,7 @@ from .arithmetic import combine, to_scale
 from .guards import evidence_supported
 from .judges import JudgeResult
 from .models import CriterionResult, Question, RedFlag, RedFlagResult, ReviewFlag, Rubric, Verdict
-from .reading import Reading, fail_and_disagreement_flags, overall_level, verdict_features
+from .reading import Reading, fail_and_disagreement_flags, overall_level, stored_features
 
 SHOWN_FLAG_PROBABILITY = 0.25  # a red flag not hit is still listed from this probability up
 
@@ -35,13 +35,15 @@ def criteria_verdict(r: Reading) -> Verdict:
     crit_levels = levels if len(levels) == len(r.rubric.criteria) else None
     fraction = combine(r.rubric, crit_levels, holistic, r.sim.best_reference, hits)
     raw = to_scale(fraction, r.rubric)
-    score, score_100 = r.final_score(raw, fraction, verdict_features(r.q.id, raw, holistic, levels, r.sim, len(r.text)))
+    holistic_level = round(holistic, 4) if holistic is not None else None
+    features = stored_features(r.q.id, raw, holistic_level, criteria, r.sim, len(r.text))
+    score, score_100 = r.final_score(raw, fraction, features)
     r.flags += fail_and_disagreement_flags(hits, r.sim, fraction)
     return r.scored(
         score,
         score_100,
         raw,
-        holistic_level=round(holistic, 4) if holistic is not None else None,
+        holistic_level=holistic_level,
         holistic_probabilities=r.result.holistic.probabilities if r.result.holistic else None,
         views={
             k: {"expected": round(v.expected, 4), "probabilities": v.probabilities} for k, v in r.result.views.items()

@@ -21,7 +21,7 @@ from .grade_model import (
 )
 from .key_points import Evidence, best_sentences, key_points_of
 from .models import CriterionResult, KeyPointResult, Question, RedFlag, RedFlagResult, Rubric, Verdict
-from .reading import Reading, fail_and_disagreement_flags, verdict_features
+from .reading import Reading, fail_and_disagreement_flags, stored_features
 
 
 def key_point_verdict(r: Reading, embedder: Embedder, model: GradeModel | None, anchors: Anchors | None) -> Verdict:
@@ -44,18 +44,21 @@ def key_point_verdict(r: Reading, embedder: Embedder, model: GradeModel | None, 
     fraction = apply_red_flags(fraction, hits)
     kps = key_point_results(points, result.points, evidence)
     raw = to_scale(fraction, r.rubric)
-    levels = {"keyidea": row["keyidea"] * 4}
-    score, score_100 = r.final_score(raw, fraction, verdict_features(q.id, raw, None, levels, r.sim, len(r.text)))
-    r.flags += fail_and_disagreement_flags(hits, r.sim, fraction)
     k = result.keyidea
+    holistic_level = round(4 * k.expected / 5, 4) if k else None
+    criteria = derived_criteria(r.rubric, row, fraction)
+    score, score_100 = r.final_score(
+        raw, fraction, stored_features(q.id, raw, holistic_level, criteria, r.sim, len(r.text))
+    )
+    r.flags += fail_and_disagreement_flags(hits, r.sim, fraction)
     return r.scored(
         score,
         score_100,
         raw,
         score_sd=None if r.mapping is not None else round(sd * (r.rubric.scale.max - r.rubric.scale.min), 4),
-        holistic_level=round(4 * k.expected / 5, 4) if k else None,
+        holistic_level=holistic_level,
         views={"keyidea": {"expected": round(k.expected, 4), "probabilities": k.probabilities}} if k else {},
-        criteria=derived_criteria(r.rubric, row, fraction),
+        criteria=criteria,
         key_points=kps,
         red_flags=red,
         rationale=assembled_rationale(kps, red, row, model, score, r.base["scale_max"]),

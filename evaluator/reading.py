@@ -8,13 +8,11 @@ review flags so far and the verdict's base fields. The guard's `lower_of` (of tw
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .judges import CriterionOut, FlagOut, JudgeResult
-from .models import Effect, Question, RedFlag, ReviewFlag, Rubric, Similarity, Usage, Verdict
-
-if TYPE_CHECKING:
-    from .calibration import Mapping
+from .mapping import Mapping, mapping_features
+from .models import CriterionResult, Effect, Question, RedFlag, ReviewFlag, Rubric, Similarity, Usage, Verdict
 
 DISAGREE_HIGH_SIM, DISAGREE_LOW_SCORE = 0.75, 0.25
 DISAGREE_LOW_SIM, DISAGREE_HIGH_SCORE = 0.15, 0.60
@@ -72,25 +70,18 @@ def fail_and_disagreement_flags(hits: list[RedFlag], sim: Similarity, fraction: 
     return out
 
 
-def verdict_features(
+def stored_features(
     question_id: str,
     raw: float,
-    holistic: float | None,
-    levels: dict[str, float],
-    sim: Similarity | None,
+    holistic_level: float | None,
+    criteria: list[CriterionResult],
+    sim: Similarity,
     chars: int,
 ) -> dict[str, Any]:
-    return {
-        "question_id": question_id,
-        "score": raw,
-        "holistic": holistic,
-        "criteria": levels,
-        "similarity": sim.best_reference if sim else None,
-        "key_point_coverage": sim.key_point_coverage if sim else None,
-        "lexical_overlap": sim.lexical_overlap if sim else None,
-        "reference_chars": sim.reference_chars if sim else None,
-        "answer_chars": chars,
-    }
+    """A calibration mapping's feature row from the values the verdict stores, so the row a mapping is applied
+    to while grading is the row `evaluator calibrate` fits it on (calibrate_report.verdict_row)."""
+    levels = {c.id: c.level for c in criteria if c.level is not None}
+    return mapping_features(question_id, raw, holistic_level, levels, sim.model_dump(), chars)
 
 
 def overall_level(result: JudgeResult) -> float | None:

@@ -14,7 +14,6 @@ import threading
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,15 +28,13 @@ from .guards import injection_spans, sanitised_variants, strip_invisible
 from .judges import Judge, JudgeResult, is_final, key_point_plan, make_judge
 from .key_point_verdict import key_point_verdict
 from .key_points import best_sentences, key_points_of
+from .mapping import Mapping, load_mapping, reading_of
 from .models import Provenance, Question, ReviewFlag, Rubric, Similarity, Usage, Verdict
 from .prompts import PromptSet
 from .reading import Reading, lower_of, overall_level
 from .resources import LoadedEvalSet, LoadedRubric, Resources
 from .screen import screen
 from .similarity import similarity_figures
-
-if TYPE_CHECKING:
-    from .calibration import Mapping
 
 MIN_WORDS = 3
 ANCHOR_FLOOR = "I don't know."  # the floor anchor: what an empty reply reads as, per question
@@ -54,7 +51,7 @@ class Evaluator:
     cache: VerdictCache | None = None
     refresh: bool = False
     max_chars: int = DEFAULT_MAX_ANSWER_CHARS
-    calibration: object | None = None  # a calibration.Mapping given by the user: applies to every rubric
+    calibration: Mapping | None = None  # given by the user: applies to every rubric
     rubric_calibration: bool = True  # else a rubric's shipped mapping applies when fitted on these readings
     explain: bool | None = None
     prompts: PromptSet = field(init=False)
@@ -62,13 +59,13 @@ class Evaluator:
     def __post_init__(self):
         self.prompts = PromptSet(self.resources.prompts_dir)
         self._embedder: CachedEmbedder | None = None
-        self._mappings: dict[str, object | None] = {}
+        self._mappings: dict[str, Mapping | None] = {}
         self._banks: set[Path] = set()
         self._banks_lock = threading.Lock()
         self._anchors: dict[str, Anchors | None] = {}
         self._anchors_lock = threading.Lock()
 
-    def mapping_for(self, lr: LoadedRubric):
+    def mapping_for(self, lr: LoadedRubric) -> Mapping | None:
         """The calibration mapping for answers graded with this rubric: the user's, else the rubric's shipped one
         when it was fitted on these same readings, else none."""
         if self.calibration is not None:
@@ -76,8 +73,6 @@ class Evaluator:
         if not self.rubric_calibration or not lr.rubric.calibration:
             return None
         if lr.hash not in self._mappings:
-            from .calibration import load_mapping, reading_of
-
             # The same provenance fields `evaluator calibrate` records as the mapping's fitted_for.
             reading = reading_of(
                 {
@@ -92,6 +87,10 @@ class Evaluator:
             m = load_mapping(lr.path.parent / lr.rubric.calibration)
             self._mappings[lr.hash] = m if m.fits(reading) else None
         return self._mappings[lr.hash]
+
+    def mapping_id(self, lr: LoadedRubric) -> str | None:
+        mapping = self.mapping_for(lr)
+        return mapping.id if mapping is not None else None
 
     @property
     def embedder(self) -> CachedEmbedder:
@@ -136,7 +135,7 @@ class Evaluator:
                 "prompts": self.prompts.hash,
                 "judge": self.judge.settings.public_params() | self.judge.describe(),
                 "embedder": self.embedder_name,
-                "calibration": getattr(self.mapping_for(lr), "id", None),
+                "calibration": self.mapping_id(lr),
                 # The grade model turns key-point reads into the score: refitting it must regrade.
                 "grade_model": self.grade_model().id
                 if lr.rubric.scoring == "key_points" and self.grade_model()
@@ -167,7 +166,7 @@ class Evaluator:
             judge_params=self.judge.settings.public_params(),
             embedding_model=self.embedder.name,
             evaluator_version=__version__,
-            calibration=getattr(self.mapping_for(lr), "id", None),
+            calibration=self.mapping_id(lr),
             cache_key=key,
         )
 
@@ -385,8 +384,6 @@ def build_evaluator(
     settings = settings or resolve_judge_settings(judge, explain=explain, **judge_kw)
     mapping = None
     if calibration:
-        from .calibration import load_mapping
-
         mapping = load_mapping(Path(calibration))
     cache = VerdictCache(Path(cache_path) if cache_path else cache_dir() / "verdicts.sqlite3") if use_cache else None
     return Evaluator(

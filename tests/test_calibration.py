@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,9 @@ from sklearn.preprocessing import StandardScaler
 
 from evaluator import agreement, calibration, report_plots
 from evaluator.errors import CalibrationError
+from evaluator.mapping import Mapping, feature_matrix, feature_names, load_mapping, mapping_features, training_hash
 
+ROOT = Path(__file__).resolve().parents[1]
 Data = tuple[list[dict[str, Any]], np.ndarray, np.ndarray]
 
 
@@ -79,14 +83,14 @@ def linear() -> Data:
 
 
 @pytest.fixture(scope="module")
-def linear_mapping(linear: Data) -> calibration.Mapping:
+def linear_mapping(linear: Data) -> Mapping:
     rows, human, groups = linear
     return calibration.fit_mapping(rows, human, groups, 0, 4)
 
 
 def test_feature_names_and_matrix(linear: Data) -> None:
     rows, _, _ = linear
-    names = calibration.feature_names(rows)
+    names = feature_names(rows)
     assert names == [
         "score",
         "holistic",
@@ -98,22 +102,34 @@ def test_feature_names_and_matrix(linear: Data) -> None:
         "log1p_answer_chars",
         "log_length_ratio",
     ]
-    x = calibration.feature_matrix(rows[:1], names)
+    x = feature_matrix(rows[:1], names)
     row = rows[0]
     assert np.isnan(x[0, 1])  # row 0 has no holistic level
     assert x[0, 2] == row["criteria"]["correctness"]
     assert x[0, -2] == pytest.approx(np.log1p(row["answer_chars"]))
     with_ref = {**row, "reference_chars": 99}
-    ratio = calibration.feature_matrix([with_ref], names)[0, -1]
+    ratio = feature_matrix([with_ref], names)[0, -1]
     assert ratio == pytest.approx(np.log1p(row["answer_chars"]) - np.log1p(99))
+
+
+def test_feature_row_carries_every_feature() -> None:
+    """Scoring and `evaluator calibrate` both build the row with mapping_features: given every input, it yields
+    a value for every feature a mapping can use, so no feature is silently imputed."""
+    sim = {"model": "fake:hash", "best_reference": 0.5, "key_point_coverage": 0.4, "lexical_overlap": 0.3}
+    row = mapping_features("q1", 2.0, 3.0, {"depth": 1.0}, sim | {"reference_chars": 200}, 120)
+    names = feature_names([row])
+    assert names[:3] == ["score", "holistic", "criterion:depth"]
+    assert not np.isnan(feature_matrix([row], names)).any()
+    # Without similarity figures the similarity features are missing, not an error.
+    assert np.isnan(feature_matrix([mapping_features("q1", 2.0, None, {}, None, 120)], ["similarity"])).all()
 
 
 def test_missing_score_is_an_error() -> None:
     with pytest.raises(CalibrationError, match="a7"):
-        calibration.feature_matrix([{"answer_id": "a7", "score": None}], ["score"])
+        feature_matrix([{"answer_id": "a7", "score": None}], ["score"])
 
 
-def test_mapping_improves_rmse_out_of_sample(linear: Data, linear_mapping: calibration.Mapping) -> None:
+def test_mapping_improves_rmse_out_of_sample(linear: Data, linear_mapping: Mapping) -> None:
     rows, human, groups = linear
     raw = np.array([r["score"] for r in rows])
     oof = calibration.cross_val_predict_grouped(rows, human, groups, linear_mapping.kind, scale_min=0, scale_max=4)
@@ -127,9 +143,9 @@ def test_mapping_improves_rmse_out_of_sample(linear: Data, linear_mapping: calib
     assert linear_mapping.raw_metrics["rmse"] == pytest.approx(raw_rmse)
 
 
-def test_ridge_apply_equals_full_fit_prediction(linear: Data, linear_mapping: calibration.Mapping) -> None:
+def test_ridge_apply_equals_full_fit_prediction(linear: Data, linear_mapping: Mapping) -> None:
     rows, human, _ = linear
-    x = calibration.feature_matrix(rows, linear_mapping.features)
+    x = feature_matrix(rows, linear_mapping.features)
     assert linear_mapping.ridge is not None
     reference = make_pipeline(SimpleImputer(strategy="mean"), StandardScaler(), Ridge(alpha=linear_mapping.ridge.alpha))
     expected = np.clip(reference.fit(x, human).predict(x), 0, 4)
@@ -159,25 +175,25 @@ def test_requested_kind_is_kept(linear: Data) -> None:
     assert set(mapping.cv_metrics) == {"isotonic", "ridge", "quadratic"}
 
 
-def test_save_load_round_trip(tmp_path: Path, linear: Data, linear_mapping: calibration.Mapping) -> None:
+def test_save_load_round_trip(tmp_path: Path, linear: Data, linear_mapping: Mapping) -> None:
     rows, _, _ = linear
     path = linear_mapping.save(tmp_path / "sub" / "mapping.json")
-    loaded = calibration.load_mapping(path)
+    loaded = load_mapping(path)
     np.testing.assert_array_equal(loaded.predict(rows), linear_mapping.predict(rows))
     assert loaded.id == linear_mapping.id and len(loaded.id) == 12
     assert json.loads(path.read_text())["version"] == "1"
 
 
-def test_metadata(linear: Data, linear_mapping: calibration.Mapping) -> None:
+def test_metadata(linear: Data, linear_mapping: Mapping) -> None:
     rows, human, _ = linear
     assert linear_mapping.n_train == 200 and linear_mapping.n_groups == 10 and linear_mapping.folds == 5
-    assert linear_mapping.training_hash == calibration.training_hash(rows, human)
+    assert linear_mapping.training_hash == training_hash(rows, human)
     # Same data in another order: same hash. One changed grade: another hash.
     order = np.random.default_rng(1).permutation(len(rows))
-    assert calibration.training_hash([rows[i] for i in order], human[order]) == linear_mapping.training_hash
+    assert training_hash([rows[i] for i in order], human[order]) == linear_mapping.training_hash
     changed = human.copy()
     changed[3] += 1
-    assert calibration.training_hash(rows, changed) != linear_mapping.training_hash
+    assert training_hash(rows, changed) != linear_mapping.training_hash
 
 
 @pytest.mark.parametrize(
@@ -193,19 +209,19 @@ def test_load_errors_name_file_and_problem(tmp_path: Path, content: str, message
     path = tmp_path / "bad.json"
     path.write_text(content)
     with pytest.raises(CalibrationError, match=message) as info:
-        calibration.load_mapping(path)
+        load_mapping(path)
     assert str(path) in str(info.value)
 
 
-def test_load_rejects_params_that_do_not_match(tmp_path: Path, linear_mapping: calibration.Mapping) -> None:
+def test_load_rejects_params_that_do_not_match(tmp_path: Path, linear_mapping: Mapping) -> None:
     data = json.loads(linear_mapping.model_dump_json())
     data["ridge"]["coef"] = data["ridge"]["coef"][:-1]
     path = tmp_path / "short.json"
     path.write_text(json.dumps(data))
     with pytest.raises(CalibrationError, match="ridge coef has 8 values"):
-        calibration.load_mapping(path)
+        load_mapping(path)
     with pytest.raises(CalibrationError, match="not found"):
-        calibration.load_mapping(tmp_path / "missing.json")
+        load_mapping(tmp_path / "missing.json")
 
 
 def test_group_folds_never_share_a_group(linear: Data) -> None:
@@ -311,6 +327,25 @@ def test_quadratic_kind_fits_an_interaction_and_round_trips(tmp_path: Path) -> N
     mapping = calibration.fit_mapping(rows, human, groups, 0, 4)
     assert mapping.kind == "quadratic" and mapping.ridge.degree == 2
     assert mapping.cv_metrics["quadratic"]["rmse"] < 0.7 * mapping.cv_metrics["ridge"]["rmse"]
-    loaded = calibration.load_mapping(mapping.save(tmp_path / "q.json"))
+    loaded = load_mapping(mapping.save(tmp_path / "q.json"))
     np.testing.assert_allclose(loaded.predict(rows), mapping.predict(rows))
     assert loaded.apply({"score": 4.0, "similarity": 1.0}) > loaded.apply({"score": 4.0, "similarity": 0.1}) + 2
+
+
+def test_grading_with_a_mapping_imports_no_fitting_stack(tmp_path: Path, linear_mapping: Mapping) -> None:
+    """Applying a mapping needs numpy only: grading an answer with a mapping imports none of sklearn, scipy or
+    krippendorff, which only fitting (evaluator.calibration) needs."""
+    path = linear_mapping.save(tmp_path / "mapping.json")
+    code = f"""
+import sys
+import evaluator.mapping
+from evaluator.scoring import build_evaluator
+ev = build_evaluator(judge="fake:overlap", embedder="fake:hash", use_cache=False, calibration={str(path)!r})
+les, q = ev.resources.find_question("overfitting")
+v = ev.score(les, q, "Overfitting is when the model memorises noise in the training data and fails on new data.")
+assert v.status == "scored" and v.provenance.calibration == {linear_mapping.id!r}, v
+print(sorted(m for m in ("sklearn", "scipy", "krippendorff") if m in sys.modules))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

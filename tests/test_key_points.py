@@ -183,3 +183,34 @@ def test_a_refitted_grade_model_changes_the_cache_key(resources):
         ev._grade_model = _model({"auc": auc, "threshold": 0.5, "effective": auc >= 0.75})
         keys.append(ev.answer_key(les, "overfitting", ANSWER))
     assert keys[0] != keys[1]
+
+
+def test_a_mapping_applied_while_grading_reads_the_row_calibrate_fits_it_on(resources):
+    """`evaluator calibrate` fits a mapping on rows read back from stored verdicts (verdict_row); grading must apply
+    it to the same row, or the criterion and holistic features it was fitted on are silently imputed."""
+    import numpy as np
+
+    from evaluator.calibrate_report import verdict_row
+    from evaluator.calibration import fit_mapping
+
+    rng = np.random.default_rng(0)
+    rows = [
+        {
+            "question_id": f"q{i % 6}",
+            "score": float(s),
+            "holistic": float(s),
+            "criteria": {c: float(s) for c in ("correctness", "coverage", "depth", "clarity")},
+            "similarity": 0.5,
+            "answer_chars": 100,
+        }
+        for i, s in enumerate(rng.uniform(0, 4, 60))
+    ]
+    mapping = fit_mapping(rows, [r["score"] for r in rows], [r["question_id"] for r in rows], 0, 4, kind="ridge")
+    ev = scripted(resources)
+    ev.calibration = mapping
+    les, q = resources.find_question("overfitting")
+    ev.judge.backend.enqueue({"4": 1.0}, *[yes(0.9)] * len(key_points_of(q)), *[yes(0.05) for _ in q.red_flags])
+    v = ev.score(les, q, ANSWER)
+    stored = verdict_row(v.model_dump(mode="json"))
+    assert stored["holistic"] is not None and stored["criteria"]
+    assert v.score == pytest.approx(round(mapping.apply(stored), 2))
