@@ -1,7 +1,7 @@
 """evaluator: grade written screening answers like a careful senior interviewer.
 
-The public API is imported lazily, so `evaluator --version` or `import evaluator.csvio` does not load numpy,
-the judge or the embedder.
+The public API is imported lazily, so `evaluator --version` or `import evaluator.csvio` does not load numpy, the
+judge, the embedder or (for `calibrate`) scipy, sklearn and matplotlib.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from .calibrate_report import calibrate
     from .scoring import build_evaluator, score_answer
 
-_PUBLIC = {"build_evaluator": "scoring", "score_answer": "scoring"}
+_PUBLIC = {"build_evaluator": "scoring", "score_answer": "scoring", "calibrate": "calibrate_report"}
 
-__all__ = ["__version__", "build_evaluator", "score_answer"]
+__all__ = ["__version__", "build_evaluator", "calibrate", "score_answer"]
 
 
 def __getattr__(name: str) -> Any:

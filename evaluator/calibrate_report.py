@@ -1,118 +1,158 @@
-"""Agreement with human grades: join, metrics with question-resampled intervals, the human ceiling,
-breakdowns, bias checks, a fitted mapping, metrics.json and a self-contained report.html."""
+"""`calibrate`, agreement with human grades: join, metrics with question-resampled intervals, the human ceiling,
+breakdowns, bias checks, a fitted mapping, metrics.json and report.html; and the console summary of the command."""
 
 from __future__ import annotations
 
 import argparse
-import base64
-import html
 import json
 import math
-import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats
 
 from . import agreement, report_plots
+from .calibrate_html import calibration_html, fmt_cell
+from .calibrate_inputs import load_human, load_verdicts, stored_human
 from .calibration import cross_val_predict_grouped, fit_mapping
-from .csvio import read_csv
 from .errors import CalibrationError, ValidationError
 from .mapping import mapping_features, reading_of
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from .mapping import Mapping
 
 METRIC_ORDER = list(agreement.METRICS)
 
 
-# ---------------------------------------------------------------- inputs
+@dataclass(frozen=True)
+class CalibrationResult:
+    """What `calibrate` measured and wrote. `report` is the content of metrics.json; the counts are its join counts."""
+
+    report: dict
+    metrics_path: Path
+    mapping_path: Path
+    html_path: Path
+    plots: dict[str, Path]
+    mapping_id: str
+    mapping_kind: str
+    n_joined: int
+    unscored_excluded: int
+    verdicts_without_grade: int
+    grades_without_verdict: int
+
+    @property
+    def files(self) -> list[Path]:
+        """Every file written: metrics.json, mapping.json, report.html and the plots."""
+        return [self.metrics_path, self.mapping_path, self.html_path, *self.plots.values()]
 
 
-def load_verdicts(path: Path) -> list[dict]:
-    f = path / "verdicts.jsonl" if path.is_dir() else path
-    if not f.exists():
-        raise CalibrationError(f"{f}: no verdicts file; pass a grading folder or a verdicts .jsonl")
-    out = []
-    for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise CalibrationError(f"{f}:{i}: not JSON ({e.msg})") from e
-    return out
+def calibrate(
+    verdicts: Path,
+    out: Path,
+    *,
+    human: Path | None = None,
+    human_columns: list[str] | None = None,
+    official: str | None = None,
+    id_column: str = "answer_id",
+    scale_min: float | None = None,
+    scale_max: float | None = None,
+    group_column: str | None = None,
+    pass_at: float | None = None,
+    bootstrap: int = 1000,
+) -> CalibrationResult:
+    """Join the verdicts (a grading folder or a verdicts .jsonl) to human grades, measure agreement, fit a mapping
+    and write metrics.json, mapping.json, the plots and report.html into `out`. `human`: a grades CSV read with
+    `human_columns` (default ["grade"]), `official`, `id_column`, the scale and `group_column`; without one, the grades
+    `evaluator review` stored in the grading folder. Prints nothing; problems raise ValidationError or
+    CalibrationError."""
+    verdicts, out = Path(verdicts), Path(out)
+    if human is not None:
+        columns = list(human_columns) if human_columns is not None else ["grade"]
+        grades = load_human(Path(human), columns, official, id_column, scale_min, scale_max, group_column)
+        official_label = official or f"mean({', '.join(columns)})"
+    else:
+        given = [f for f, v in (("--human-columns", human_columns is not None), ("--official", official)) if v]
+        given += ["--group-column"] if group_column else []
+        if given:
+            raise ValidationError(f"{', '.join(given)} describe a --human file; pass one, or drop them")
+        grades = stored_human(verdicts)
+        columns, official_label = ["grade"], "latest human grade (evaluator review)"
+    report, plots = analyse(
+        load_verdicts(verdicts), grades, columns, official_label, out, bootstrap, bool(group_column), pass_at
+    )
+    return CalibrationResult(
+        report=report,
+        metrics_path=out / "metrics.json",
+        mapping_path=Path(report["mapping"]["path"]),
+        html_path=out / "report.html",
+        plots=plots,
+        mapping_id=report["mapping"]["id"],
+        mapping_kind=report["mapping"]["kind"],
+        n_joined=report["n_joined"],
+        unscored_excluded=report["unscored_excluded"],
+        verdicts_without_grade=report["verdicts_without_grade"],
+        grades_without_verdict=report["grades_without_verdict"],
+    )
 
 
-def load_human(
-    path: Path,
-    columns: list[str],
-    official: str | None,
-    id_column: str,
-    scale_min: float | None,
-    scale_max: float | None,
-    group_column: str | None,
-) -> dict:
-    t = read_csv(path)
-    lower = {h.lower(): i for i, h in enumerate(t.header)}
-    need = list(columns) + ([official] if official else []) + ([group_column] if group_column else [])
-    missing = [c for c in need if c.lower() not in lower]
-    has_id = id_column.lower() in lower
-    if not has_id and not {"candidate_id", "question_id"} <= set(lower):
-        missing.append(f"{id_column} (or candidate_id and question_id)")
-    if missing:
-        raise ValidationError(f"{path}: missing column(s) {', '.join(missing)}; columns found: {', '.join(t.header)}")
-    if scale_max is None:
-        if "max_grade" not in lower:
-            raise CalibrationError(
-                f"{path}: the human scale is unknown; pass --scale-min and --scale-max (or add a max_grade column)"
-            )
-        maxes = {cells[lower["max_grade"]].strip() for _, cells in t.rows}
-        if len(maxes) != 1:
-            raise CalibrationError(f"{path}: max_grade differs between rows ({sorted(maxes)[:5]}); pass --scale-max")
-        scale_max = float(maxes.pop())
-        scale_min = 0.0 if scale_min is None else scale_min
-    if scale_min is None:
-        raise CalibrationError(f"{path}: pass --scale-min too (the lowest possible human grade)")
-    problems: list[str] = []
-    rows: dict[str, dict] = {}
-    first_line: dict[str, int] = {}
-    for line, cells in t.rows:
-        if len(cells) != len(t.header):
-            problems.append(f"{path}:{line}: {len(cells)} cells but the header has {len(t.header)}")
-            continue
+def run(a: argparse.Namespace) -> int:
+    """`evaluator calibrate`: the library call, then its summary on the console."""
+    from rich.console import Console
 
-        def cell(name: str, cells=cells) -> str:
-            return cells[lower[name.lower()]].strip()
+    result = calibrate(
+        Path(a.verdicts),
+        Path(a.out),
+        human=Path(a.human) if a.human else None,
+        human_columns=[c.strip() for c in a.human_columns.split(",") if c.strip()] if a.human_columns else None,
+        official=a.official,
+        id_column=a.id_column,
+        scale_min=a.scale_min,
+        scale_max=a.scale_max,
+        group_column=a.group_column,
+        pass_at=a.pass_at,
+        bootstrap=a.bootstrap,
+    )
+    console = Console()
+    console.print(summary_table(result))
+    for line in summary_lines(result):
+        console.print(line)
+    return 0
 
-        key = cell(id_column) if has_id else f"{cell('candidate_id')}|{cell('question_id')}"
-        if key in first_line:
-            problems.append(f"{path}:{line}: duplicate id {key!r} (first at line {first_line[key]})")
-            continue
-        first_line[key] = line
-        grades = []
-        for c in columns + ([official] if official else []):
-            raw = cell(c)
-            try:
-                x = float(raw)
-            except ValueError:
-                problems.append(f"{path}:{line}: column {c}: {raw!r} is not a number")
-                break
-            if not (scale_min <= x <= scale_max) or math.isnan(x):
-                problems.append(f"{path}:{line}: column {c}: {x:g} is outside the scale {scale_min:g}-{scale_max:g}")
-                break
-            grades.append(x)
-        else:
-            off = grades[-1] if official else float(np.mean(grades))
-            rows[key] = {
-                "grades": grades[: len(columns)],
-                "official": off,
-                "line": line,
-                "question_id": cell("question_id") if "question_id" in lower else "",
-                "answer": cell("answer") if "answer" in lower else "",
-                "group": cell(group_column) if group_column else None,
-                "level": cell("level") if "level" in lower else None,
-                "topic": cell("topic") if "topic" in lower else None,
-            }
-    if problems:
-        raise ValidationError(f"{path}: {len(problems)} problem(s) in the human grades", problems[:30])
-    return {"rows": rows, "scale_min": float(scale_min), "scale_max": float(scale_max)}
+
+def summary_table(result: CalibrationResult) -> Table:
+    """The agreement table `evaluator calibrate` prints: raw, calibrated and (with two graders) human vs human."""
+    from rich.table import Table
+
+    report = result.report
+    t = Table(
+        "metric",
+        "evaluator (raw)",
+        f"calibrated ({result.mapping_kind}, question-grouped CV)",
+        *(["human vs human"] if "human_ceiling" in report else []),
+        title=f"Agreement with the official grade on {result.n_joined} answers (95% CI resampled by question)",
+    )
+    for m in METRIC_ORDER[:-1]:
+        cells = [fmt_cell(report["uncalibrated"][m]), fmt_cell(report["calibrated_question_grouped_cv"][m])]
+        if "human_ceiling" in report:
+            cells.append(fmt_cell(report["human_ceiling"][m]))
+        t.add_row(m, *cells)
+    return t
+
+
+def summary_lines(result: CalibrationResult) -> list[str]:
+    """The lines printed under the table: what did not join (when anything did not), and the files written."""
+    nv, nh, nu = result.verdicts_without_grade, result.grades_without_verdict, result.unscored_excluded
+    lines = []
+    if nv or nh or nu:
+        lines.append(
+            f"not joined: {nv} verdicts without a grade, {nh} grades without a verdict; {nu} unscored verdicts excluded"
+        )
+    lines.append(f"wrote {result.metrics_path}, {result.mapping_path} (id {result.mapping_id}), {result.html_path}")
+    return lines
 
 
 def verdict_row(v: dict) -> dict:
@@ -131,6 +171,57 @@ def verdict_row(v: dict) -> dict:
 
 
 # ---------------------------------------------------------------- analysis
+
+
+@dataclass
+class _Joined:
+    """The scored verdicts that have a human grade, in verdict order, and what did not join."""
+
+    rows: list[dict]  # verdict_row of each
+    grades: list[dict]  # its human row
+    verdicts: list[dict]
+    unscored: int
+    without_grade: list[str]
+    without_verdict: list[str]
+    official: np.ndarray
+    groups: np.ndarray  # question ids
+    lengths: np.ndarray  # answer characters
+
+
+def _answer_key(v: dict) -> str:
+    return v.get("answer_id") or f"{v.get('candidate_id')}|{v['question_id']}"
+
+
+def _join(verdicts: list[dict], hrows: dict[str, dict]) -> _Joined:
+    joined, unscored, unmatched_v = [], 0, []
+    for v in verdicts:
+        key = _answer_key(v)
+        if key not in hrows:
+            unmatched_v.append(key)
+            continue
+        if v["status"] != "scored":
+            unscored += 1
+            continue
+        joined.append((verdict_row(v), hrows[key], v))
+    vkeys = {_answer_key(v) for v in verdicts}
+    unmatched_h = [k for k in hrows if k not in vkeys]
+    if len(joined) < 10:
+        raise CalibrationError(
+            f"only {len(joined)} scored verdicts joined the human grades (need 10+); {len(unmatched_v)} verdicts "
+            f"had no grade (e.g. {unmatched_v[:3]}), {len(unmatched_h)} grades had no verdict. Check --id-column, or grade more answers in `evaluator review`."
+        )
+    rows = [j[0] for j in joined]
+    return _Joined(
+        rows=rows,
+        grades=[j[1] for j in joined],
+        verdicts=[j[2] for j in joined],
+        unscored=unscored,
+        without_grade=unmatched_v,
+        without_verdict=unmatched_h,
+        official=np.array([j[1]["official"] for j in joined]),
+        groups=np.array([r["question_id"] for r in rows]),
+        lengths=np.array([r["answer_chars"] for r in rows], dtype=float),
+    )
 
 
 def _with_ci(pred, human, groups, lo, hi, n_boot) -> dict:
@@ -194,68 +285,6 @@ def group_checks(pred, human, groups_q, labels, pass_at, n_boot: int, seed: int 
     return out
 
 
-def run(a: argparse.Namespace) -> int:
-    if a.human:
-        columns = [c.strip() for c in (a.human_columns or "grade").split(",") if c.strip()]
-        human = load_human(Path(a.human), columns, a.official, a.id_column, a.scale_min, a.scale_max, a.group_column)
-        official = a.official or f"mean({', '.join(columns)})"
-    else:
-        given = [f for f, v in (("--human-columns", a.human_columns), ("--official", a.official)) if v]
-        given += ["--group-column"] if a.group_column else []
-        if given:
-            raise ValidationError(f"{', '.join(given)} describe a --human file; pass one, or drop them")
-        human = stored_human(Path(a.verdicts))
-        columns, official = ["grade"], "latest human grade (evaluator review)"
-    verdicts = load_verdicts(Path(a.verdicts))
-    report, plots = analyse(
-        verdicts, human, columns, official, Path(a.out), a.bootstrap, bool(a.group_column), a.pass_at
-    )
-    _print_summary(report)
-    return 0
-
-
-def stored_human(verdicts: Path) -> dict:
-    """The human grades `evaluator review` stored in a grading folder, shaped like load_human's result: the latest
-    grade of each answer is its official grade; the scale is the verdicts' (the bank's)."""
-    from .human_grades import latest_grades
-
-    folder = verdicts if verdicts.is_dir() else verdicts.parent
-    db = folder / "results.sqlite3"
-    latest = latest_grades(db)
-    if not latest:
-        raise CalibrationError(
-            f"no --human file given and no human grades stored in {db}; grade answers in "
-            f"`evaluator review {folder}` or pass --human GRADES.csv"
-        )
-    with sqlite3.connect(db, timeout=30.0) as c:
-        rows = c.execute("SELECT key, line, question_id, answer, verdict FROM results").fetchall()
-    out, scales = {}, set()
-    for key, line, qid, answer, verdict in rows:
-        if key not in latest:
-            continue
-        if verdict:
-            v = json.loads(verdict)
-            scales.add((float(v["scale_min"]), float(v["scale_max"])))
-        g = latest[key].grade
-        out[key] = {
-            "grades": [g],
-            "official": g,
-            "line": line,
-            "question_id": qid,
-            "answer": answer,
-            "group": None,
-            "level": None,
-            "topic": None,
-        }
-    if len(scales) != 1:
-        raise CalibrationError(
-            f"{db}: the graded answers' verdicts use {len(scales)} scales ({sorted(scales)}); calibrate needs one. "
-            "Export the grades with `evaluator review --export` and pass them per scale with --human"
-        )
-    lo, hi = scales.pop()
-    return {"rows": out, "scale_min": lo, "scale_max": hi}
-
-
 def analyse(
     verdicts: list[dict],
     human: dict,
@@ -269,58 +298,67 @@ def analyse(
     """Joins verdicts to human grades, measures agreement, fits a mapping; writes metrics.json, mapping.json, the
     plots and report.html into `out`. Returns the report and the plots' paths."""
     lo, hi = human["scale_min"], human["scale_max"]
-    hrows = human["rows"]
-    joined, unscored, unmatched_v = [], 0, []
-    for v in verdicts:
-        key = v.get("answer_id") or f"{v.get('candidate_id')}|{v['question_id']}"
-        if key not in hrows:
-            unmatched_v.append(key)
-            continue
-        if v["status"] != "scored":
-            unscored += 1
-            continue
-        joined.append((verdict_row(v), hrows[key], v))
-    vkeys = {v.get("answer_id") or f"{v.get('candidate_id')}|{v['question_id']}" for v in verdicts}
-    unmatched_h = [k for k in hrows if k not in vkeys]
-    if len(joined) < 10:
-        raise CalibrationError(
-            f"only {len(joined)} scored verdicts joined the human grades (need 10+); {len(unmatched_v)} verdicts "
-            f"had no grade (e.g. {unmatched_v[:3]}), {len(unmatched_h)} grades had no verdict. Check --id-column, or grade more answers in `evaluator review`."
-        )
-    rows = [j[0] for j in joined]
-    official = np.array([j[1]["official"] for j in joined])
-    groups = np.array([j[0]["question_id"] for j in joined])
+    j = _join(verdicts, human["rows"])
     # The raw evaluator score on the human scale: a linear change of scale, nothing fitted.
-    raw = np.array([lo + (j[2]["score_100"] / 100.0) * (hi - lo) for j in joined])
-
+    raw = np.array([lo + (v["score_100"] / 100.0) * (hi - lo) for v in j.verdicts])
     report: dict = {
-        "n_joined": len(joined),
-        "unscored_excluded": unscored,
-        "verdicts_without_grade": len(unmatched_v),
-        "grades_without_verdict": len(unmatched_h),
+        "n_joined": len(j.rows),
+        "unscored_excluded": j.unscored,
+        "verdicts_without_grade": len(j.without_grade),
+        "grades_without_verdict": len(j.without_verdict),
         "scale": [lo, hi],
         "human_columns": columns,
         "official": official_label,
     }
+    mapping, cal = _agreement(report, j, raw, columns, lo, hi, n_boot)
+    report["per_question"] = _per_question(j, raw, cal)
+    for field in ("level", "topic"):
+        vals = [g[field] for g in j.grades]
+        if any(vals):
+            report[f"per_{field}"] = _per_value(vals, cal, j.official)
+    report["most_disagreement"] = _most_disagreement(report["per_question"], j, cal)
+    report["bias"] = {
+        "residual_vs_length_uncalibrated": _corr(j.lengths, raw - j.official),
+        "residual_vs_length_calibrated": _corr(j.lengths, cal - j.official),
+        "residual_vs_position": _corr(np.array([g["line"] for g in j.grades], dtype=float), cal - j.official),
+    }
+    if by_group:
+        pass_at = pass_at if pass_at is not None else (lo + hi) / 2
+        report["bias"]["groups"] = group_checks(
+            cal, j.official, j.groups, [g["group"] for g in j.grades], pass_at, min(n_boot, 500)
+        )
+    plots = _write(report, mapping, out, j, raw, cal)
+    return report, plots
+
+
+def _agreement(
+    report: dict, j: _Joined, raw: np.ndarray, columns: list[str], lo: float, hi: float, n_boot: int
+) -> tuple[Mapping, np.ndarray]:
+    """Adds the raw, human-ceiling and calibrated figures to `report`; returns the mapping fitted on every answer and
+    the question-grouped out-of-fold predictions."""
+    official, groups = j.official, j.groups
     report["uncalibrated"] = _with_ci(raw, official, groups, lo, hi, n_boot)
     if len(columns) >= 2:
-        g1 = np.array([j[1]["grades"][0] for j in joined])
-        g2 = np.array([j[1]["grades"][1] for j in joined])
+        g1 = np.array([g["grades"][0] for g in j.grades])
+        g2 = np.array([g["grades"][1] for g in j.grades])
         report["human_ceiling"] = {"between": columns[:2], **_with_ci(g1, g2, groups, lo, hi, n_boot)}
-    readings = {json.dumps(reading_of(j[2].get("provenance") or {}), sort_keys=True) for j in joined}
+    readings = {json.dumps(reading_of(v.get("provenance") or {}), sort_keys=True) for v in j.verdicts}
     mapping = fit_mapping(
-        rows, official, groups, lo, hi, fitted_for=json.loads(readings.pop()) if len(readings) == 1 else None
+        j.rows, official, groups, lo, hi, fitted_for=json.loads(readings.pop()) if len(readings) == 1 else None
     )
-    cal = cross_val_predict_grouped(rows, official, groups, mapping.kind, 5, 0, "group", lo, hi)
-    within = cross_val_predict_grouped(rows, official, groups, mapping.kind, 5, 0, "within", lo, hi)
+    cal = cross_val_predict_grouped(j.rows, official, groups, mapping.kind, 5, 0, "group", lo, hi)
+    within = cross_val_predict_grouped(j.rows, official, groups, mapping.kind, 5, 0, "within", lo, hi)
     report["calibrated_question_grouped_cv"] = {"kind": mapping.kind, **_with_ci(cal, official, groups, lo, hi, n_boot)}
     report["calibrated_seen_questions_cv"] = {
         "kind": mapping.kind,
         **_with_ci(within, official, groups, lo, hi, n_boot),
     }
     report["mapping_candidates_cv"] = mapping.cv_metrics
+    return mapping, cal
 
-    # Breakdowns
+
+def _per_question(j: _Joined, raw: np.ndarray, cal: np.ndarray) -> dict:
+    official, groups = j.official, j.groups
     per_q = {}
     for q in sorted(set(groups)):
         m = groups == q
@@ -334,47 +372,42 @@ def analyse(
             "bias": _f(res.mean()),
             "mae_uncalibrated": _f(np.abs(raw[m] - official[m]).mean()),
         }
-    report["per_question"] = per_q
-    for field in ("level", "topic"):
-        vals = [j[1][field] for j in joined]
-        if any(vals):
-            report[f"per_{field}"] = {
-                str(k): {
-                    "n": int(sum(1 for x in vals if x == k)),
-                    "mae": _f(np.mean([abs(cal[i] - official[i]) for i, x in enumerate(vals) if x == k])),
-                }
-                for k in sorted(set(vals), key=str)
-            }
+    return per_q
+
+
+def _per_value(vals: list, cal: np.ndarray, official: np.ndarray) -> dict:
+    """Calibrated MAE for each value of a label column (level, topic)."""
+    return {
+        str(k): {
+            "n": int(sum(1 for x in vals if x == k)),
+            "mae": _f(np.mean([abs(cal[i] - official[i]) for i, x in enumerate(vals) if x == k])),
+        }
+        for k in sorted(set(vals), key=str)
+    }
+
+
+def _most_disagreement(per_q: dict, j: _Joined, cal: np.ndarray) -> dict:
+    """The two answers furthest from their human grade in each of the five questions with the highest MAE."""
     worst = sorted(per_q, key=lambda q: -(per_q[q]["mae"] or 0))[:5]
     examples = {}
     for q in worst:
-        idx = [i for i in range(len(joined)) if groups[i] == q]
-        idx.sort(key=lambda i: -abs(cal[i] - official[i]))
+        idx = [i for i in range(len(j.rows)) if j.groups[i] == q]
+        idx.sort(key=lambda i: -abs(cal[i] - j.official[i]))
         examples[q] = [
             {
-                "answer_id": rows[i]["answer_id"],
-                "human": _f(official[i]),
+                "answer_id": j.rows[i]["answer_id"],
+                "human": _f(j.official[i]),
                 "evaluator": _f(cal[i]),
-                "answer": joined[i][1]["answer"][:300],
+                "answer": j.grades[i]["answer"][:300],
             }
             for i in idx[:2]
         ]
-    report["most_disagreement"] = examples
+    return examples
 
-    # Bias checks
-    lengths = np.array([r["answer_chars"] for r in rows], dtype=float)
-    positions = np.array([j[1]["line"] for j in joined], dtype=float)
-    report["bias"] = {
-        "residual_vs_length_uncalibrated": _corr(lengths, raw - official),
-        "residual_vs_length_calibrated": _corr(lengths, cal - official),
-        "residual_vs_position": _corr(positions, cal - official),
-    }
-    if by_group:
-        pass_at = pass_at if pass_at is not None else (lo + hi) / 2
-        report["bias"]["groups"] = group_checks(
-            cal, official, groups, [j[1]["group"] for j in joined], pass_at, min(n_boot, 500)
-        )
 
+def _write(report: dict, mapping: Mapping, out: Path, j: _Joined, raw: np.ndarray, cal: np.ndarray) -> dict[str, Path]:
+    """Saves mapping.json (and names it in the report), metrics.json, the plots and report.html; returns the plots."""
+    official, (lo, hi), per_q = j.official, report["scale"], report["per_question"]
     out.mkdir(parents=True, exist_ok=True)
     mapping_path = mapping.save(out / "mapping.json")
     report["mapping"] = {
@@ -388,93 +421,11 @@ def analyse(
         "scatter_uncalibrated": report_plots.scatter(raw, official, out / "scatter_uncalibrated.png"),
         "scatter_calibrated": report_plots.scatter(cal, official, out / "scatter_calibrated.png"),
         "confusion": report_plots.confusion_heatmap(cal, official, lo, hi, out / "confusion.png"),
-        "residuals_vs_length": report_plots.residuals_vs_length(cal, official, lengths, out / "residuals_length.png"),
+        "residuals_vs_length": report_plots.residuals_vs_length(cal, official, j.lengths, out / "residuals_length.png"),
         "per_question": report_plots.per_question_bars(
             {q: per_q[q]["mae"] or 0 for q in per_q}, out / "per_question.png", label="MAE (calibrated)"
         ),
         "calibration_curve": report_plots.calibration_curve(raw, cal, official, out / "calibration_curve.png"),
     }
-    (out / "report.html").write_text(_html(report, plots), encoding="utf-8")
-    return report, plots
-
-
-def _print_summary(report: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    t = Table(
-        "metric",
-        "evaluator (raw)",
-        f"calibrated ({report['mapping']['kind']}, question-grouped CV)",
-        *(["human vs human"] if "human_ceiling" in report else []),
-        title=f"Agreement with the official grade on {report['n_joined']} answers (95% CI resampled by question)",
-    )
-    for m in METRIC_ORDER[:-1]:
-        cells = [_fmt(report["uncalibrated"][m]), _fmt(report["calibrated_question_grouped_cv"][m])]
-        if "human_ceiling" in report:
-            cells.append(_fmt(report["human_ceiling"][m]))
-        t.add_row(m, *cells)
-    console.print(t)
-    nv, nh, nu = report["verdicts_without_grade"], report["grades_without_verdict"], report["unscored_excluded"]
-    if nv or nh or nu:
-        console.print(
-            f"not joined: {nv} verdicts without a grade, {nh} grades without a verdict; {nu} unscored verdicts excluded"
-        )
-    out = Path(report["mapping"]["path"]).parent
-    console.print(
-        f"wrote {out / 'metrics.json'}, {report['mapping']['path']} (id {report['mapping']['id']}), "
-        f"{out / 'report.html'}"
-    )
-
-
-def _fmt(cell: dict) -> str:
-    v, ci = cell["value"], cell["ci95"]
-    if v is None:
-        return "-"
-    return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else f"{v:.3f}"
-
-
-def _img(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
-
-
-def _html(r: dict, plots: dict) -> str:
-    e = html.escape
-    heads = ["evaluator (raw)", "calibrated, question-grouped CV", "calibrated, seen questions"]
-    keys = ["uncalibrated", "calibrated_question_grouped_cv", "calibrated_seen_questions_cv"]
-    if "human_ceiling" in r:
-        heads.append("human vs human (ceiling)")
-        keys.append("human_ceiling")
-    rows = "".join(
-        f"<tr><td>{m}</td>" + "".join(f"<td>{e(_fmt(r[k][m]))}</td>" for k in keys) + "</tr>" for m in METRIC_ORDER
-    )
-    perq = "".join(
-        f"<tr><td>{e(q)}</td><td>{d['n']}</td><td>{d['pearson']}</td><td>{d['mae']}</td><td>{d['bias']}</td></tr>"
-        for q, d in r["per_question"].items()
-    )
-    worst = "".join(
-        f"<tr><td>{e(q)}</td><td>{x['human']}</td><td>{x['evaluator']}</td><td>{e(x['answer'])}</td></tr>"
-        for q, xs in r["most_disagreement"].items()
-        for x in xs
-    )
-    imgs = "".join(
-        f'<figure><img src="{_img(p)}" alt="{k}"><figcaption>{k}</figcaption></figure>' for k, p in plots.items()
-    )
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Agreement with human grades</title>
-<style>body{{font-family:sans-serif;max-width:1150px;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;vertical-align:top}}figure{{display:inline-block;margin:.5em}}
-img{{max-width:520px}}</style></head><body>
-<h1>Agreement with human grades</h1>
-<p>{r["n_joined"]} answers joined; scale {r["scale"][0]:g}-{r["scale"][1]:g}; official grade: {e(r["official"])};
-{r["unscored_excluded"]} unscored excluded; {r["verdicts_without_grade"]} verdicts without a grade,
-{r["grades_without_verdict"]} grades without a verdict. Intervals: 95% bootstrap, resampling questions.
-Calibrated figures are out of sample (the mapping never saw the question it scores).</p>
-<table><tr><th>metric</th>{"".join(f"<th>{h}</th>" for h in heads)}</tr>{rows}</table>
-<p>Mapping: {e(r["mapping"]["kind"])}, id {e(r["mapping"]["id"])}, saved to {e(r["mapping"]["path"])}.</p>
-<h2>Plots</h2>{imgs}
-<h2>Bias checks</h2><pre>{e(json.dumps(r["bias"], indent=2))}</pre>
-<h2>Questions with the most disagreement</h2><table><tr><th>question</th><th>human</th><th>evaluator</th>
-<th>answer</th></tr>{worst}</table>
-<h2>Per question</h2><table><tr><th>question</th><th>n</th><th>pearson</th><th>MAE</th><th>bias</th></tr>{perq}</table>
-</body></html>"""
+    (out / "report.html").write_text(calibration_html(report, plots), encoding="utf-8")
+    return plots

@@ -146,7 +146,8 @@ class _Agreement:
             time.sleep(0.05)
 
     def _compute(self, snap: Snapshot) -> None:
-        from .calibrate_report import analyse, stored_human
+        from .calibrate_inputs import stored_human
+        from .calibrate_report import analyse
 
         version = snap.human_version
         out = self.root / f"v{version}"

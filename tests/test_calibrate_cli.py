@@ -5,7 +5,11 @@ import json
 import numpy as np
 import pytest
 
+from evaluator import calibrate
+from evaluator.calibrate_report import summary_lines, summary_table
 from evaluator.cli import main
+from evaluator.errors import ValidationError
+from evaluator.mapping import load_mapping
 
 
 def _write(tmp_path, n_q=8, per_q=12, seed=0):
@@ -107,6 +111,25 @@ def test_calibrate_writes_metrics_mapping_and_report(tmp_path, capsys):
     mapping = json.loads((out / "mapping.json").read_text())
     assert verdict["provenance"]["calibration"] and verdict["scale_max"] == mapping["scale_max"] == 5
     assert verdict["raw_score"] != verdict["score"]
+
+
+def test_calibrate_from_python_returns_the_figures_and_prints_nothing(tmp_path, capsys):
+    v, h = _write(tmp_path)
+    r = calibrate(v, tmp_path / "calib", human=h, human_columns=["grade_1", "grade_2"], bootstrap=50)
+    printed = capsys.readouterr()
+    assert printed.out == "" and printed.err == ""
+    assert r.n_joined == 96 and (r.unscored_excluded, r.verdicts_without_grade, r.grades_without_verdict) == (0, 0, 0)
+    assert json.loads(r.metrics_path.read_text())["n_joined"] == 96 == r.report["n_joined"]
+    for block in ("uncalibrated", "calibrated_question_grouped_cv", "human_ceiling"):
+        assert r.report[block]["pearson"]["value"] is not None, block
+    assert load_mapping(r.mapping_path).id == r.mapping_id == r.report["mapping"]["id"]
+    assert len(r.plots) == 6 and all(p.is_file() for p in r.files) and r.html_path in r.files
+    assert "96 answers" in str(summary_table(r).title) and summary_lines(r) == [
+        f"wrote {r.metrics_path}, {r.mapping_path} (id {r.mapping_id}), {r.html_path}"
+    ]
+    # Options that describe a grades file, without one, are refused rather than ignored.
+    with pytest.raises(ValidationError, match="--official describe a --human file"):
+        calibrate(v, tmp_path / "o", official="grade_2")
 
 
 def calibrate_default(verdicts, grades, out) -> int:
