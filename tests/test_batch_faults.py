@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from evaluator.cli import main
-from evaluator.fake_server import serve
+from fake_server import serve
 from evaluator.resources import Resources
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ import pytest
 
 from evaluator import judges
 from evaluator.cli import main
-from evaluator.fake_server import serve
+from fake_server import serve
 from evaluator.resources import Resources
 
 ROOT = Path(__file__).resolve().parents[1]

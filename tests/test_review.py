@@ -15,7 +15,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from evaluator.cli import main
-from evaluator.fake_server import serve
+from fake_server import serve
 from evaluator.human_grades import HumanGrades, validate
 from evaluator.review_app import CSP, create_app
 from evaluator.review_data import Folder, highlight, review_order, score_spread

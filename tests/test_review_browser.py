@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from evaluator.cli import main
-from evaluator.fake_server import serve
+from fake_server import serve
 from evaluator.review_app import create_app
 from evaluator.review_data import Folder
 
