@@ -43,7 +43,8 @@ class _Columns:
     key_points: int | None
 
 
-def _columns(table: CsvTable, id_column: str | None, question_column: str | None, reference_column: str | None
+def _columns(
+    table: CsvTable, id_column: str | None, question_column: str | None, reference_column: str | None
 ) -> _Columns:
     h = table.header
     lower = [x.lower() for x in h]

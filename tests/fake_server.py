@@ -35,6 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from fake_replies import chat_reply, unit
 
+
 @dataclass
 class Faults:
     """Fractions of requests that fail, each way (they must sum to at most 1)."""
@@ -177,6 +178,7 @@ class FakeOpenAIServer(ThreadingHTTPServer):
 
     def reply(self, req: dict, n: int, malformed: bool) -> dict:
         return chat_reply(req, n, malformed, self.model, self.logprobs)
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: FakeOpenAIServer
