@@ -26,20 +26,22 @@ browser:
 
 # The README's screenshots of the review workspace, taken by the browser test.
 review-screenshots: setup-dev browser
-	REVIEW_SCREENSHOTS=docs/review $(BIN)/python -m pytest -q tests/test_review_browser.py
+	REVIEW_SCREENSHOTS=docs/review $(BIN)/python -m pytest -q -m "" tests/test_review_browser.py
 
 # The main job on the embedded default: grade the sample answers offline.
 demo: setup
 	$(BIN)/evaluator questions validate
 	$(BIN)/evaluator grade examples/answers.csv --out out/demo
 
+# Everything, the slow tests too: `-m ""` clears the default `-m 'not slow'` from pyproject's addopts.
 test: setup-dev
 	$(BIN)/ruff check evaluator tests benchmarks
 	$(BIN)/ruff format --check evaluator tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m ""
 
+# The default selection (pyproject's addopts): everything but the tests marked slow.
 test-fast:
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q
 
 lint:
 	$(BIN)/ruff check evaluator tests benchmarks

@@ -57,7 +57,7 @@ from evaluator.resources import Resources  # noqa: E402
 @contextlib.contextmanager
 def fake_server(latency: float):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "evaluator.fake_server", "--latency", str(latency)],
+        [sys.executable, str(ROOT / "tests" / "fake_server.py"), "--latency", str(latency)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,

@@ -57,7 +57,7 @@ WORDS = (
 
 @contextlib.contextmanager
 def fake_server(latency: float, faults: dict[str, float], seed: int = 11):
-    args = [sys.executable, "-m", "evaluator.fake_server", "--latency", str(latency), "--seed", str(seed)]
+    args = [sys.executable, str(ROOT / "tests" / "fake_server.py"), "--latency", str(latency), "--seed", str(seed)]
     for k, v in faults.items():
         args += [f"--{k}", str(v)]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)

@@ -29,12 +29,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the fake server lives with the tests
 
 from evaluator.cli import main as cli  # noqa: E402
-from evaluator.fake_server import serve  # noqa: E402
 from evaluator.resources import Resources  # noqa: E402
 from evaluator.review_app import create_app  # noqa: E402
 from evaluator.review_data import Folder  # noqa: E402
+from fake_server import serve  # noqa: E402
 
 
 def build_folder(work: Path, n: int) -> Path:

@@ -4,11 +4,12 @@ a valid eval set file, so a team can grade its own questions."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from .csvio import read_csv
+from .csvio import CsvTable, read_csv
 from .errors import ValidationError
 from .key_points import MAX_POINTS, derive_key_points
 from .models import EvalSet, Level
@@ -30,6 +31,68 @@ def _pick(header: list[str], wanted: str | None, options: tuple[str, ...], what:
     )
 
 
+@dataclass(frozen=True)
+class _Columns:
+    """Where each field sits in the CSV header (None: the optional column is absent)."""
+
+    id: int
+    question: int
+    reference: int
+    level: int | None
+    topic: int | None
+    key_points: int | None
+
+
+def _columns(
+    table: CsvTable, id_column: str | None, question_column: str | None, reference_column: str | None
+) -> _Columns:
+    h = table.header
+    lower = [x.lower() for x in h]
+    return _Columns(
+        id=_pick(h, id_column, ID_COLUMNS, "question id", table.path),
+        question=_pick(h, question_column, QUESTION_COLUMNS, "question", table.path),
+        reference=_pick(h, reference_column, REFERENCE_COLUMNS, "reference", table.path),
+        level=lower.index("level") if "level" in lower else None,
+        topic=lower.index("topic") if "topic" in lower else None,
+        key_points=lower.index("key_points") if "key_points" in lower else None,
+    )
+
+
+def _add_row(
+    questions: dict[str, dict], cols: _Columns, where: str, source: str, cells: list[str], defaults: tuple[str, str]
+) -> str | None:
+    """Adds one CSV row to `questions` (a new question, or one more reference of an earlier one); the problem with
+    the row if it has one."""
+    qid, qtext, ref = cells[cols.id].strip(), cells[cols.question].strip(), cells[cols.reference].strip()
+    if not qid or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", qid):
+        return f"{where}: question id {qid!r} is empty or has characters other than letters, digits, . _ -"
+    if not qtext or not ref:
+        return f"{where} (question {qid}): {'question' if not qtext else 'reference answer'} is empty"
+    default_level, default_topic = defaults
+    level = (cells[cols.level].strip().lower() if cols.level is not None else "") or default_level
+    if level not in {lv.value for lv in Level}:
+        return f"{where} (question {qid}): level {level!r} is not junior, mid or senior"
+    kps = [k.strip() for k in re.split(r"[;|]", cells[cols.key_points])] if cols.key_points is not None else []
+    entry = questions.setdefault(
+        qid,
+        {
+            "id": qid,
+            "level": level,
+            "topic": (cells[cols.topic].strip() if cols.topic is not None else "") or default_topic,
+            "question": qtext,
+            "references": [],
+            # Without a key_points column they are derived from the reference, written out for the user to edit.
+            "key_points": [k for k in kps if k][:MAX_POINTS] or derive_key_points(ref),
+            "sources": [source],
+        },
+    )
+    if ref not in entry["references"]:
+        entry["references"].append(ref)
+    if entry["question"] != qtext:
+        return f"{where} (question {qid}): question text differs from an earlier row with the same id"
+    return None
+
+
 def import_questions(
     csv_path: Path,
     *,
@@ -42,52 +105,18 @@ def import_questions(
     reference_column: str | None = None,
 ) -> EvalSet:
     table = read_csv(csv_path)
-    h = table.header
-    i_id = _pick(h, id_column, ID_COLUMNS, "question id", table.path)
-    i_q = _pick(h, question_column, QUESTION_COLUMNS, "question", table.path)
-    i_r = _pick(h, reference_column, REFERENCE_COLUMNS, "reference", table.path)
-    lower = [x.lower() for x in h]
-    i_level = lower.index("level") if "level" in lower else None
-    i_topic = lower.index("topic") if "topic" in lower else None
-    i_kp = lower.index("key_points") if "key_points" in lower else None
+    cols = _columns(table, id_column, question_column, reference_column)
+    width = len(table.header)
     problems: list[str] = []
     questions: dict[str, dict] = {}
     for line, cells in table.rows:
-        if len(cells) != len(h):
-            problems.append(f"{table.path}:{line}: {len(cells)} cells but the header has {len(h)}")
+        if len(cells) != width:
+            problems.append(f"{table.path}:{line}: {len(cells)} cells but the header has {width}")
             continue
-        qid, qtext, ref = cells[i_id].strip(), cells[i_q].strip(), cells[i_r].strip()
-        where = f"{table.path}:{line}"
-        if not qid or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", qid):
-            problems.append(
-                f"{where}: question id {qid!r} is empty or has characters other than letters, digits, . _ -"
-            )
-            continue
-        if not qtext or not ref:
-            problems.append(f"{where} (question {qid}): {'question' if not qtext else 'reference answer'} is empty")
-            continue
-        level = (cells[i_level].strip().lower() if i_level is not None else "") or default_level
-        if level not in {lv.value for lv in Level}:
-            problems.append(f"{where} (question {qid}): level {level!r} is not junior, mid or senior")
-            continue
-        kps = [k.strip() for k in re.split(r"[;|]", cells[i_kp])] if i_kp is not None else []
-        entry = questions.setdefault(
-            qid,
-            {
-                "id": qid,
-                "level": level,
-                "topic": (cells[i_topic].strip() if i_topic is not None else "") or default_topic,
-                "question": qtext,
-                "references": [],
-                # Without a key_points column they are derived from the reference, written out for the user to edit.
-                "key_points": [k for k in kps if k][:MAX_POINTS] or derive_key_points(ref),
-                "sources": [f"{table.path.name}:{line}"],
-            },
-        )
-        if entry["question"] != qtext:
-            problems.append(f"{where} (question {qid}): question text differs from an earlier row with the same id")
-        if ref not in entry["references"]:
-            entry["references"].append(ref)
+        where, source = f"{table.path}:{line}", f"{table.path.name}:{line}"
+        problem = _add_row(questions, cols, where, source, cells, (default_level, default_topic))
+        if problem:
+            problems.append(problem)
     if problems:
         raise ValidationError(f"{table.path}: {len(problems)} problem(s)", problems[:50])
     if not questions:

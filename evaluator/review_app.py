@@ -11,9 +11,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import shutil
-import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -29,6 +28,7 @@ from starlette.templating import Jinja2Templates
 
 from .errors import EvaluatorError
 from .human_grades import MAX_NOTE_CHARS, MAX_REVIEWER_CHARS, GradeInputError, UnknownAnswerError
+from .review_agreement import Agreement
 from .review_data import Folder, Snapshot
 
 HERE = Path(__file__).parent
@@ -43,8 +43,6 @@ SESSION_COOKIE = "review_session"
 TOKEN_COOKIE = "review_token"
 REVIEWER_COOKIE = "review_reviewer"
 MAX_FORM_BYTES = 64 * 1024  # a grade form is a few hundred bytes; a note is at most MAX_NOTE_CHARS
-AGREEMENT_MIN = 10  # calibrate needs at least this many scored answers with a human grade
-AGREEMENT_BOOTSTRAP = 1000
 
 
 class ReviewError(Exception):
@@ -102,77 +100,231 @@ def _harden(resp: Response) -> Response:
     return resp
 
 
-class _Agreement:
-    """calibrate's analysis on the stored human grades. It takes seconds on a large batch (bootstrap, mapping fit,
-    six plots), so it runs in a background thread when the page asks for it after a grade was added; meanwhile the
-    page shows the previous figures (or says they are being computed) and refreshes itself."""
+@dataclass
+class _Review:
+    """What every page reaches through `request.app.state.review`: the folder, the templates, the CSRF secret
+    and the agreement figures."""
 
-    def __init__(self, folder: Folder):
-        self.folder = folder
-        self.root = folder.folder / "review" / "agreement"
-        self.lock = threading.Lock()
-        self.version: int | None = None  # the grades version the result was computed on
-        self.result: dict | None = None
-        self.running: int | None = None
+    folder: Folder
+    templates: Jinja2Templates
+    secret: bytes
+    agreement: Agreement
 
-    @property
-    def out(self) -> Path:
-        return self.root / f"v{self.version}"
+    def csrf_token(self, request: Request) -> str:
+        return hmac.new(self.secret, request.state.session.encode(), hashlib.sha256).hexdigest()
 
-    def get(self, snap: Snapshot) -> dict:
-        graded = [a for a in snap.answers if a.human is not None]
-        joined = [a for a in graded if a.status == "scored"]
-        counts = {"graded": len(graded), "joined": len(joined)}
-        if len(joined) < AGREEMENT_MIN:
-            error = (
-                f"{len(joined)} scored answers have a human grade; the agreement figures need at least "
-                f"{AGREEMENT_MIN}. Grade more in the review queue."
-            )
-            return {**counts, "report": None, "error": error, "computing": False, "stale": False}
-        with self.lock:
-            if self.version == snap.human_version and self.result is not None:
-                return {**self.result, "computing": False, "stale": False}
-            if self.running is None:
-                self.running = snap.human_version
-                threading.Thread(target=self._compute, args=(snap,), name="agreement", daemon=True).start()
-            if self.result is None:
-                return {**counts, "report": None, "error": None, "computing": True, "stale": False}
-            return {**self.result, "computing": False, "stale": True}
+    def render(self, request: Request, name: str, status_code: int = 200, **ctx) -> Response:
+        snap = ctx.pop("snap", None) or self.folder.snapshot()
+        base = {
+            "folder": self.folder.folder.name or str(self.folder.folder),
+            "csrf": self.csrf_token(request),
+            "reviewer": request.cookies.get(REVIEWER_COOKIE, ""),
+            "warnings": snap.warnings,
+            "max_note": MAX_NOTE_CHARS,
+            "max_reviewer": MAX_REVIEWER_CHARS,
+            "n_answers": len(snap.answers),
+        }
+        return self.templates.TemplateResponse(request, name, {**base, **ctx}, status_code=status_code)
 
-    def wait(self, timeout: float = 120.0) -> None:
-        """Until no computation runs (tests and benchmarks)."""
-        deadline = time.monotonic() + timeout
-        while self.running is not None and time.monotonic() < deadline:
-            time.sleep(0.05)
 
-    def _compute(self, snap: Snapshot) -> None:
-        from .calibrate_inputs import stored_human
-        from .calibrate_report import analyse
+def _review(request: Request) -> _Review:
+    return request.app.state.review
 
-        version = snap.human_version
-        out = self.root / f"v{version}"
-        graded = [a for a in snap.answers if a.human is not None]
-        result: dict = {"graded": len(graded), "joined": sum(a.status == "scored" for a in graded), "error": None}
-        verdicts = [
-            {"answer_id": a.answer_id, "candidate_id": a.candidate_id, "line": a.line, **a.v}
-            for a in snap.answers
-            if a.v
-        ]
-        t0 = time.perf_counter()
-        try:
-            human = stored_human(self.folder.folder)
-            report, plots = analyse(verdicts, human, ["grade"], "latest human grade", out, AGREEMENT_BOOTSTRAP)
-            result.update(report=report, plots={k: Path(p).name for k, p in plots.items()})
-        except EvaluatorError as e:
-            result.update(report=None, error=str(e))
-        except Exception as e:  # a failed analysis must not leave the page waiting forever
-            result.update(report=None, error=f"the agreement analysis failed: {type(e).__name__}: {e}")
-        result["seconds"] = round(time.perf_counter() - t0, 2)
-        with self.lock:
-            self.result, self.version, self.running = result, version, None
-        for old in self.root.glob("v*"):
-            if old != out and old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
+
+def _candidate_values(snap: Snapshot) -> dict[str, dict[str, set]]:
+    """Per candidate, the values each extra column takes over their answers."""
+    values: dict[str, dict[str, set]] = {}
+    for a in snap.answers:
+        for c, x in a.extra.items():
+            values.setdefault(a.candidate_id, {}).setdefault(c, set()).add(x)
+    return values
+
+
+def _candidate_rows(snap: Snapshot, values: dict, filters: dict[str, str], rec: str) -> list[dict]:
+    rows = []
+    for card in snap.cards:
+        cv = values.get(card["candidate_id"], {})
+        if any(want not in cv.get(c, set()) for c, want in filters.items()):
+            continue
+        if rec and not card["recommendation"].startswith(rec):
+            continue
+        rows.append({**card, "extra": {c: ", ".join(sorted(cv.get(c, set()))) for c in snap.extra_columns}})
+    return rows
+
+
+def _sorted_rows(rows: list[dict], sort: str, desc: bool) -> list[dict]:
+    def value(r):
+        return r["extra"].get(sort[2:]) if sort.startswith("x_") else r.get(sort)
+
+    present = [r for r in rows if value(r) not in (None, "")]
+    present.sort(
+        key=lambda r: (0, value(r), "") if isinstance(value(r), int | float) else (1, 0, str(value(r)).casefold()),
+        reverse=desc,
+    )
+    return present + [r for r in rows if value(r) in (None, "")]  # missing values last, either way
+
+
+async def candidates(request: Request) -> Response:
+    review = _review(request)
+    snap = review.folder.snapshot()
+    q = request.query_params
+    filters = {c: q[f"f_{c}"] for c in snap.extra_columns if q.get(f"f_{c}")}
+    rec = q.get("recommendation", "")
+    values = _candidate_values(snap)
+    rows = _candidate_rows(snap, values, filters, rec)
+    sort = q.get("sort", "final_overall_score_100")
+    desc = q.get("dir", "desc") != "asc"
+    sortable = set(snap.cards[0]) | {f"x_{c}" for c in snap.extra_columns} if snap.cards else set()
+    if sort not in sortable:
+        sort = "final_overall_score_100"
+    options = {c: sorted({x for cv in values.values() for x in cv.get(c, set())}) for c in snap.extra_columns}
+
+    def link(col: str) -> str:
+        params = {k: v for k, v in q.items() if k not in ("sort", "dir")}
+        params["sort"] = col
+        params["dir"] = "asc" if (col == sort and desc) else "desc"
+        return "/?" + urlencode(params)
+
+    return review.render(
+        request,
+        "candidates.html",
+        snap=snap,
+        rows=_sorted_rows(rows, sort, desc),
+        sort=sort,
+        desc=desc,
+        link=link,
+        filters=filters,
+        options=options,
+        extra_columns=snap.extra_columns,
+        recommendation=rec,
+        total=len(snap.cards),
+        graded=sum(a.human is not None for a in snap.answers),
+    )
+
+
+async def candidate(request: Request) -> Response:
+    review = _review(request)
+    snap = review.folder.snapshot()
+    cid = request.query_params.get("id", "")
+    answers = snap.candidate_answers(cid)
+    if not answers:
+        raise ReviewError(404, f"no candidate {cid!r} in this batch folder")
+    card = next((c for c in snap.cards if c["candidate_id"] == cid), None)
+    here = "/candidate?" + urlencode({"id": cid})
+    return review.render(
+        request,
+        "candidate.html",
+        snap=snap,
+        cid=cid,
+        card=card,
+        answers=answers,
+        here=here,
+        history={a.key: review.folder.grades.history(a.key) for a in answers},
+        saved=_saved(request, review.folder),
+    )
+
+
+async def queue(request: Request) -> Response:
+    review = _review(request)
+    snap = review.folder.snapshot()
+    order = snap.queue
+    key = request.query_params.get("key") or (order[0] if order else "")
+    if key not in snap.by_key:
+        raise ReviewError(404, f"unknown answer id {key!r}: it is not in this batch folder")
+    i = order.index(key)
+    prev_url = "/queue?" + urlencode({"key": order[i - 1]}) if i > 0 else None
+    next_url = "/queue?" + urlencode({"key": order[i + 1]}) if i + 1 < len(order) else None
+    a = snap.by_key[key]
+    return review.render(
+        request,
+        "queue.html",
+        snap=snap,
+        a=a,
+        position=i + 1,
+        total=len(order),
+        flagged=sum(x.flagged for x in snap.answers),
+        graded=sum(x.human is not None for x in snap.answers),
+        prev_url=prev_url,
+        next_url=next_url,
+        here="/queue?" + urlencode({"key": key}),
+        after=next_url or "/queue?" + urlencode({"key": key}),
+        history={key: review.folder.grades.history(key)},
+        saved=_saved(request, review.folder),
+    )
+
+
+async def grade(request: Request) -> Response:
+    review = _review(request)
+    if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
+        raise ReviewError(413, f"the form is over {MAX_FORM_BYTES // 1024} KiB; shorten the note")
+    form = await request.form(max_files=0, max_fields=20)
+    sent = str(form.get("csrf", ""))
+    if not sent or not hmac.compare_digest(sent, review.csrf_token(request)):
+        raise ReviewError(
+            403, "the form's security token is missing or stale (CSRF check); reload the page and grade again"
+        )
+    key = str(form.get("key", ""))
+    back = str(form.get("next", "/"))
+    if not back.startswith("/") or back.startswith("//") or "\\" in back:
+        back = "/"  # only this site's pages: never an open redirect
+    folder = review.folder
+    try:
+        scale = folder.scale_for(key)
+        seen = str(form.get("seen", "0"))
+        before = folder.grades.history(key)
+        entry = folder.grades.add(key, form.get("grade", ""), form.get("note"), form.get("reviewer"), scale)
+    except UnknownAnswerError as e:
+        raise ReviewError(404, str(e)) from e
+    except GradeInputError as e:
+        raise ReviewError(400, f"grade not saved: {e}") from e
+    # Another reviewer saved a grade after this form was shown: both stay in the history, this one is latest.
+    conflict = bool(before) and str(before[-1].id) != seen
+    parts = urlsplit(back)
+    params = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("saved", "conflict")]
+    params += [("saved", str(entry.id))] + ([("conflict", "1")] if conflict else [])
+    target = urlunsplit(("", "", parts.path, urlencode(params), parts.fragment))
+    resp = RedirectResponse(target, status_code=303)
+    resp.set_cookie(REVIEWER_COOKIE, entry.reviewer, httponly=True, samesite="strict", max_age=365 * 86400)
+    return resp
+
+
+async def agreement_page(request: Request) -> Response:
+    review = _review(request)
+    snap = review.folder.snapshot()
+    return review.render(request, "agreement.html", snap=snap, result=review.agreement.get(snap))
+
+
+async def agreement_plot(request: Request) -> Response:
+    agreement = _review(request).agreement
+    name = request.path_params["name"]
+    result = agreement.result or {}
+    if name not in (result.get("plots") or {}).values():  # only the files the page names: no path tricks
+        raise ReviewError(404, f"no plot {name!r}; open the agreement page first")
+    return FileResponse(agreement.out / name, media_type="image/png")
+
+
+async def error_page(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, ReviewError):
+        status, message = exc.status, exc.message
+    elif isinstance(exc, EvaluatorError):
+        status, message = 500, str(exc)
+    else:
+        status = getattr(exc, "status_code", 500)
+        message = getattr(exc, "detail", None) or "page not found"
+    try:
+        return _review(request).render(request, "error.html", status_code=status, code=status, message=message)
+    except EvaluatorError:
+        return PlainTextResponse(message, status_code=status)
+
+
+def _templates() -> Jinja2Templates:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined
+    )
+    env.filters["num"] = _num
+    env.filters["pct"] = lambda x: "" if x is None else f"{100 * float(x):.0f}%"
+    env.filters["when"] = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+    return Jinja2Templates(env=env)
 
 
 def create_app(
@@ -184,191 +336,7 @@ def create_app(
 ) -> Starlette:
     """The ASGI app. `token`: required on every request when set (serving beyond this machine); `local_only`:
     refuse requests whose Host is not this machine's loopback name (blocks DNS rebinding)."""
-    secret = secret or secrets.token_bytes(32)
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined
-    )
-    env.filters["num"] = _num
-    env.filters["pct"] = lambda x: "" if x is None else f"{100 * float(x):.0f}%"
-    env.filters["when"] = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
-    templates = Jinja2Templates(env=env)
-    agreement = _Agreement(folder)
-
-    def csrf_token(request: Request) -> str:
-        return hmac.new(secret, request.state.session.encode(), hashlib.sha256).hexdigest()
-
-    def render(request: Request, name: str, status_code: int = 200, **ctx) -> Response:
-        snap = ctx.pop("snap", None) or folder.snapshot()
-        base = {
-            "folder": folder.folder.name or str(folder.folder),
-            "csrf": csrf_token(request),
-            "reviewer": request.cookies.get(REVIEWER_COOKIE, ""),
-            "warnings": snap.warnings,
-            "max_note": MAX_NOTE_CHARS,
-            "max_reviewer": MAX_REVIEWER_CHARS,
-            "n_answers": len(snap.answers),
-        }
-        return templates.TemplateResponse(request, name, {**base, **ctx}, status_code=status_code)
-
-    async def candidates(request: Request) -> Response:
-        snap = folder.snapshot()
-        q = request.query_params
-        filters = {c: q[f"f_{c}"] for c in snap.extra_columns if q.get(f"f_{c}")}
-        rec = q.get("recommendation", "")
-        values: dict[str, dict[str, set]] = {}
-        for a in snap.answers:
-            for c, x in a.extra.items():
-                values.setdefault(a.candidate_id, {}).setdefault(c, set()).add(x)
-        rows = []
-        for card in snap.cards:
-            cv = values.get(card["candidate_id"], {})
-            if any(want not in cv.get(c, set()) for c, want in filters.items()):
-                continue
-            if rec and not card["recommendation"].startswith(rec):
-                continue
-            rows.append({**card, "extra": {c: ", ".join(sorted(cv.get(c, set()))) for c in snap.extra_columns}})
-        sort = q.get("sort", "final_overall_score_100")
-        desc = q.get("dir", "desc") != "asc"
-        sortable = set(snap.cards[0]) | {f"x_{c}" for c in snap.extra_columns} if snap.cards else set()
-        if sort not in sortable:
-            sort = "final_overall_score_100"
-
-        def value(r):
-            return r["extra"].get(sort[2:]) if sort.startswith("x_") else r.get(sort)
-
-        present = [r for r in rows if value(r) not in (None, "")]
-        present.sort(
-            key=lambda r: (0, value(r), "") if isinstance(value(r), int | float) else (1, 0, str(value(r)).casefold()),
-            reverse=desc,
-        )
-        rows = present + [r for r in rows if value(r) in (None, "")]  # missing values last, either way
-        options = {c: sorted({x for cv in values.values() for x in cv.get(c, set())}) for c in snap.extra_columns}
-
-        def link(col: str) -> str:
-            params = {k: v for k, v in q.items() if k not in ("sort", "dir")}
-            params["sort"] = col
-            params["dir"] = "asc" if (col == sort and desc) else "desc"
-            return "/?" + urlencode(params)
-
-        return render(
-            request,
-            "candidates.html",
-            snap=snap,
-            rows=rows,
-            sort=sort,
-            desc=desc,
-            link=link,
-            filters=filters,
-            options=options,
-            extra_columns=snap.extra_columns,
-            recommendation=rec,
-            total=len(snap.cards),
-            graded=sum(a.human is not None for a in snap.answers),
-        )
-
-    async def candidate(request: Request) -> Response:
-        snap = folder.snapshot()
-        cid = request.query_params.get("id", "")
-        answers = snap.candidate_answers(cid)
-        if not answers:
-            raise ReviewError(404, f"no candidate {cid!r} in this batch folder")
-        card = next((c for c in snap.cards if c["candidate_id"] == cid), None)
-        here = "/candidate?" + urlencode({"id": cid})
-        return render(
-            request,
-            "candidate.html",
-            snap=snap,
-            cid=cid,
-            card=card,
-            answers=answers,
-            here=here,
-            history={a.key: folder.grades.history(a.key) for a in answers},
-            saved=_saved(request, folder),
-        )
-
-    async def queue(request: Request) -> Response:
-        snap = folder.snapshot()
-        order = snap.queue
-        key = request.query_params.get("key") or (order[0] if order else "")
-        if key not in snap.by_key:
-            raise ReviewError(404, f"unknown answer id {key!r}: it is not in this batch folder")
-        i = order.index(key)
-        prev_url = "/queue?" + urlencode({"key": order[i - 1]}) if i > 0 else None
-        next_url = "/queue?" + urlencode({"key": order[i + 1]}) if i + 1 < len(order) else None
-        a = snap.by_key[key]
-        return render(
-            request,
-            "queue.html",
-            snap=snap,
-            a=a,
-            position=i + 1,
-            total=len(order),
-            flagged=sum(x.flagged for x in snap.answers),
-            graded=sum(x.human is not None for x in snap.answers),
-            prev_url=prev_url,
-            next_url=next_url,
-            here="/queue?" + urlencode({"key": key}),
-            after=next_url or "/queue?" + urlencode({"key": key}),
-            history={key: folder.grades.history(key)},
-            saved=_saved(request, folder),
-        )
-
-    async def grade(request: Request) -> Response:
-        if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
-            raise ReviewError(413, f"the form is over {MAX_FORM_BYTES // 1024} KiB; shorten the note")
-        form = await request.form(max_files=0, max_fields=20)
-        sent = str(form.get("csrf", ""))
-        if not sent or not hmac.compare_digest(sent, csrf_token(request)):
-            raise ReviewError(
-                403, "the form's security token is missing or stale (CSRF check); reload the page and grade again"
-            )
-        key = str(form.get("key", ""))
-        back = str(form.get("next", "/"))
-        if not back.startswith("/") or back.startswith("//") or "\\" in back:
-            back = "/"  # only this site's pages: never an open redirect
-        try:
-            scale = folder.scale_for(key)
-            seen = str(form.get("seen", "0"))
-            before = folder.grades.history(key)
-            entry = folder.grades.add(key, form.get("grade", ""), form.get("note"), form.get("reviewer"), scale)
-        except UnknownAnswerError as e:
-            raise ReviewError(404, str(e)) from e
-        except GradeInputError as e:
-            raise ReviewError(400, f"grade not saved: {e}") from e
-        # Another reviewer saved a grade after this form was shown: both stay in the history, this one is latest.
-        conflict = bool(before) and str(before[-1].id) != seen
-        parts = urlsplit(back)
-        params = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("saved", "conflict")]
-        params += [("saved", str(entry.id))] + ([("conflict", "1")] if conflict else [])
-        target = urlunsplit(("", "", parts.path, urlencode(params), parts.fragment))
-        resp = RedirectResponse(target, status_code=303)
-        resp.set_cookie(REVIEWER_COOKIE, entry.reviewer, httponly=True, samesite="strict", max_age=365 * 86400)
-        return resp
-
-    async def agreement_page(request: Request) -> Response:
-        snap = folder.snapshot()
-        return render(request, "agreement.html", snap=snap, result=agreement.get(snap))
-
-    async def agreement_plot(request: Request) -> Response:
-        name = request.path_params["name"]
-        result = agreement.result or {}
-        if name not in (result.get("plots") or {}).values():  # only the files the page names: no path tricks
-            raise ReviewError(404, f"no plot {name!r}; open the agreement page first")
-        return FileResponse(agreement.out / name, media_type="image/png")
-
-    async def error_page(request: Request, exc: Exception) -> Response:
-        if isinstance(exc, ReviewError):
-            status, message = exc.status, exc.message
-        elif isinstance(exc, EvaluatorError):
-            status, message = 500, str(exc)
-        else:
-            status = getattr(exc, "status_code", 500)
-            message = getattr(exc, "detail", None) or "page not found"
-        try:
-            return render(request, "error.html", status_code=status, code=status, message=message)
-        except EvaluatorError:
-            return PlainTextResponse(message, status_code=status)
-
+    review = _Review(folder, _templates(), secret or secrets.token_bytes(32), Agreement(folder))
     routes = [
         Route("/", candidates),
         Route("/candidate", candidate),
@@ -391,7 +359,8 @@ def create_app(
         middleware=middleware,
         exception_handlers={ReviewError: error_page, EvaluatorError: error_page, 404: error_page, 405: error_page},
     )
-    app.state.agreement = agreement
+    app.state.review = review
+    app.state.agreement = review.agreement
     return app
 
 

@@ -1,7 +1,10 @@
 """The shipped bank and rubrics: complete, valid, and covering every seed question."""
 
 import csv
+import hashlib
+import json
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,27 +17,55 @@ BANK = ROOT / "eval_sets" / "ml-screening.yaml"
 COVERAGE = ROOT / "eval_sets" / "ml-screening.coverage.csv"
 
 
-def seed_questions() -> list[str]:
-    out = []
-    for p in sorted((SHARED / "seeds").glob("*.txt")):
-        lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
+SEED_FIXTURE = ROOT / "tests" / "fixtures" / "seeds.json"
+RUN_WORDS = 12  # a run of this many words that also appears in a seed counts as copying
+
+
+def words_of(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def run_hash(words: list[str]) -> str:
+    return hashlib.sha256(" ".join(words).encode("utf-8")).hexdigest()[:12]
+
+
+def seed_fixture(seeds_dir: Path) -> dict:
+    """What the tests need from the seed documents: their questions, and a hash of every RUN_WORDS-word run of their
+    text (so the fixture does not carry the text itself). tests/fixtures/seeds.json is this, written as JSON."""
+    questions = []
+    texts = []
+    for p in sorted(seeds_dir.glob("*.txt")):
+        text = p.read_text(encoding="utf-8")
+        texts.append(text)
+        lines = [ln.strip() for ln in text.splitlines()]
         if p.name.startswith("000_"):
-            out += [ln for ln in lines if ln.endswith("?")]
+            questions += [ln for ln in lines if ln.endswith("?")]
         else:
             # Numbered questions; the numbered list inside one answer (regression assumptions) is not one.
-            out += [
+            questions += [
                 ln
                 for ln in lines
                 if re.match(r"^\d+\. ", ln) and ("?" in ln or re.match(r"^\d+\. (Explain|Describe|Differentiate)", ln))
             ]
-    return out
+    words = words_of(" ".join(texts))
+    runs = sorted({run_hash(words[i : i + RUN_WORDS]) for i in range(len(words) - RUN_WORDS + 1)})
+    return {"questions": questions, "run_words": RUN_WORDS, "run_hashes": runs}
+
+
+def stored_seeds() -> dict:
+    return json.loads(SEED_FIXTURE.read_text(encoding="utf-8"))
 
 
 @pytest.mark.skipif(not (SHARED / "seeds").exists(), reason="shared/seeds not beside the checkout")
+def test_seed_fixture_is_current():
+    stored = stored_seeds()
+    assert {k: stored[k] for k in ("questions", "run_words", "run_hashes")} == seed_fixture(SHARED / "seeds")
+
+
 def test_every_seed_question_is_in_the_coverage_table(resources):
     rows = list(csv.DictReader(open(COVERAGE, encoding="utf-8", newline="")))
     covered = {r["seed_question"] for r in rows}
-    seeds = seed_questions()
+    seeds = stored_seeds()["questions"]
     assert len(seeds) == 95
     missing = [q for q in seeds if q not in covered]
     assert not missing, missing
@@ -53,18 +84,17 @@ def test_every_bank_question_is_complete(resources):
         assert q.level.value in {"junior", "mid", "senior"}
 
 
-@pytest.mark.skipif(not (SHARED / "seeds").exists(), reason="shared/seeds not beside the checkout")
 def test_bank_text_is_not_copied_from_the_seeds():
-    seeds = " ".join(p.read_text(encoding="utf-8") for p in (SHARED / "seeds").glob("*.txt")).lower()
+    stored = stored_seeds()
+    n, seed_runs = stored["run_words"], set(stored["run_hashes"])
     es = yaml.safe_load(BANK.read_text(encoding="utf-8"))
     copied = []
     for q in es["questions"]:
         for text in q["references"] + [e["answer"] for e in q["exemplars"]]:
-            words = re.findall(r"[a-z0-9']+", text.lower())
-            # Any run of 12 words that also appears in a seed counts as copying.
-            for i in range(len(words) - 11):
-                if " ".join(words[i : i + 12]) in re.sub(r"[^a-z0-9' ]+", " ", seeds).replace("  ", " "):
-                    copied.append((q["id"], " ".join(words[i : i + 12])))
+            words = words_of(text)
+            for i in range(len(words) - n + 1):
+                if run_hash(words[i : i + n]) in seed_runs:
+                    copied.append((q["id"], " ".join(words[i : i + n])))
                     break
     assert not copied, copied[:5]
 

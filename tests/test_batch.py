@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from evaluator.cli import main
-from evaluator.fake_server import serve
+from fake_server import serve
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "answers.csv"

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from evaluator.cli import main
-from evaluator.fake_server import serve
 from evaluator.resources import Resources
+from fake_server import serve
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = (

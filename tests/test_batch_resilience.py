@@ -18,8 +18,8 @@ import pytest
 
 from evaluator import judges
 from evaluator.cli import main
-from evaluator.fake_server import serve
 from evaluator.resources import Resources
+from fake_server import serve
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = ["--judge", "fake:overlap", "--embedder", "fake:hash"]

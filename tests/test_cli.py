@@ -64,8 +64,10 @@ def test_score_from_file_and_stdin(tmp_path):
     f.write_text("Overfitting is when the model memorises noise.", encoding="utf-8")
     r = run_cli("score", "-q", "overfitting", "--answer-file", str(f), "--json", *FAKE)
     assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["status"] == "scored"
     r = run_cli("score", "-q", "overfitting", "-", "--json", *FAKE, input="Overfitting memorises noise.")
-    assert r.returncode == 0, r.stderr and json.loads(r.stdout)["status"] == "scored"
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["status"] == "scored"
 
 
 def test_score_input_errors(tmp_path, capsys):

@@ -15,10 +15,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from evaluator.cli import main
-from evaluator.fake_server import serve
 from evaluator.human_grades import HumanGrades, validate
 from evaluator.review_app import CSP, create_app
 from evaluator.review_data import Folder, highlight, review_order, score_spread
+from fake_server import serve
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "answers.csv"

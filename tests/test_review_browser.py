@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from evaluator.cli import main
-from evaluator.fake_server import serve
 from evaluator.review_app import create_app
 from evaluator.review_data import Folder
+from fake_server import serve
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("REVIEW_CHROMIUM", "/usr/bin/chromium")

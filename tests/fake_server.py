@@ -3,18 +3,10 @@
     with serve(latency=0.05, faults={"http500": 0.1, "timeout": 0.05}, seed=1) as base_url:
         ...  # point --base-url at base_url; base_url.server.requests counts the requests
 
-Replies are deterministic and valid for the evaluator's judge:
-
-- a request with `response_format` gets a JSON object matching the judge schema: the criteria ids
-  are read from the prompt lines `[id] Name: ...`, each level comes from a hash of the answer text
-  between <answer> and </answer> (and the criterion id); the level tokens carry `top_logprobs`
-  when the request asks for logprobs;
-- a request with `max_tokens=1` (probability mode) gets one digit with `logprobs.content[0].top_logprobs`
-  over the digits;
-- every reply carries `usage`.
+Replies are deterministic and valid for the evaluator's judge (see fake_replies.py); every reply carries `usage`.
 
 `GET {base_url}/fake/stats` returns the request counts (for a server run in another process with
-`python -m evaluator.fake_server`, which prints its base URL).
+`python tests/fake_server.py`, which prints its base URL).
 
 Faults are fractions of requests: HTTP 500, timeouts (the server sleeps `timeout_sleep` seconds,
 longer than the client's timeout), malformed JSON content (HTTP 200 with a cut-off JSON object),
@@ -32,10 +24,7 @@ response_format forms answered with HTTP 400 (json_schema, llama_cpp, json_objec
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
-import re
 import threading
 import time
 from collections import Counter
@@ -44,10 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-_CRITERION_LINE = re.compile(r"^\[([A-Za-z0-9][A-Za-z0-9_.\-]*)\] [^:\n]+: ", re.M)
-_FLAG_LINE = re.compile(r"^\[([A-Za-z0-9][A-Za-z0-9_.\-]*)\] ", re.M)
-_ANSWER = re.compile(r"<answer>\n?(.*?)\n?</answer>", re.S)
-_DIGITS = ["0", "1", "2", "3", "4"]
+from fake_replies import chat_reply, unit
 
 
 @dataclass
@@ -96,28 +82,6 @@ class Faults:
         if sum(p for _, p in out) > 1.0 + 1e-9:
             raise ValueError("fault fractions sum to more than 1")
         return out
-
-
-def _unit(*parts) -> float:
-    """A deterministic number in [0, 1) from the parts."""
-    h = hashlib.sha256(":".join(map(str, parts)).encode("utf-8")).digest()
-    return int.from_bytes(h[:8], "big") / 2**64
-
-
-def _level(answer: str, salt: str) -> int:
-    return int(_unit("level", salt, answer.strip()) * 5)
-
-
-def _digit_logprobs(chosen: str, digits: list[str], p: float = 0.7) -> list[dict]:
-    """The chosen digit gets p; the rest share 1 - p (more to the neighbours)."""
-    c = int(chosen)
-    weights = {d: 1.0 / (1 + abs(int(d) - c)) for d in digits if d != chosen}
-    total = sum(weights.values()) or 1.0
-    probs = {chosen: p} | {d: (1 - p) * w / total for d, w in weights.items()}
-    return [
-        {"token": d, "logprob": math.log(p), "bytes": list(d.encode())}
-        for d, p in sorted(probs.items(), key=lambda kv: -kv[1])
-    ]
 
 
 class FakeOpenAIServer(ThreadingHTTPServer):
@@ -185,7 +149,7 @@ class FakeOpenAIServer(ThreadingHTTPServer):
         with self._lock:
             n = self._n
             self._n += 1
-        u = _unit("fault", self.seed, n)
+        u = unit("fault", self.seed, n)
         fault = "http500" if n < self.faults.first_500 else None
         acc = 0.0
         for kind, p in self.fault_kinds:
@@ -213,113 +177,7 @@ class FakeOpenAIServer(ThreadingHTTPServer):
     # -- replies
 
     def reply(self, req: dict, n: int, malformed: bool) -> dict:
-        messages = req.get("messages") or []
-        model = req.get("model") or self.model
-        text = "\n".join(str(m.get("content") or "") for m in messages)
-        first_user = next(
-            (
-                str(m.get("content") or "")
-                for m in messages
-                if m.get("role") == "user" and "<answer>" in str(m.get("content") or "")
-            ),
-            text,
-        )
-        m = _ANSWER.search(first_user)
-        answer = m.group(1) if m else first_user
-        want_lp = bool(req.get("logprobs")) and self.logprobs
-        if req.get("response_format") is not None:
-            content, logprobs = self._structured(first_user, answer, want_lp)
-            if malformed:
-                content, logprobs = content[: max(1, len(content) // 2)], None
-        elif req.get("max_tokens") == 1:
-            # The ask is what follows the fenced answer: one criterion, the overall level, or one red flag.
-            ask = str(messages[-1].get("content") or "").rsplit("</answer>", 1)[-1] if messages else ""
-            if "red flag" in ask.lower():
-                d = "1" if _unit("flag", ask, answer.strip()) < 0.1 else "0"
-                digits, p = ["0", "1"], 0.95
-            else:
-                d = str(_level(answer, ask))
-                digits, p = _DIGITS, 0.7
-            if malformed:
-                content = "?"
-                top = [{"token": t, "logprob": math.log(0.5), "bytes": list(t.encode())} for t in ("?", "x")]
-            else:
-                content = d
-                top = _digit_logprobs(d, digits, p)
-            logprobs = (
-                {
-                    "content": [
-                        {
-                            "token": content,
-                            "logprob": top[0]["logprob"],
-                            "bytes": list(content.encode()),
-                            "top_logprobs": top,
-                        }
-                    ]
-                }
-                if req.get("logprobs") and self.logprobs
-                else None
-            )
-        else:
-            content = "fake reply" if not malformed else "{"
-            logprobs = None
-        return {
-            "id": f"chatcmpl-fake-{n}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "system_fingerprint": "fake",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content},
-                    "logprobs": logprobs,
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {
-                "prompt_tokens": max(1, len(text) // 4),
-                "completion_tokens": max(1, len(content) // 4),
-                "total_tokens": max(1, len(text) // 4) + max(1, len(content) // 4),
-            },
-        }
-
-    def _structured(self, prompt: str, answer: str, want_lp: bool) -> tuple[str, dict | None]:
-        crit_part = prompt.split("CRITERIA", 1)[-1]
-        crit_part = re.split(r"\nRED FLAGS|\nOVERALL|<answer>", crit_part, maxsplit=1)[0]
-        ids = list(dict.fromkeys(_CRITERION_LINE.findall(crit_part)))
-        flags: list[str] = []
-        if "\nRED FLAGS" in prompt:
-            flag_part = prompt.split("\nRED FLAGS", 1)[1].split("\n\n", 1)[0]
-            flags = _FLAG_LINE.findall(flag_part)
-        words = answer.split()
-        quote = " ".join(words[:5])
-        hits = [{"id": f, "evidence": quote} for f in flags if _unit("flag", f, answer.strip()) < 0.1]
-        # Built by hand so each level digit is a token of its own (for logprobs), then checked to be JSON.
-        pieces: list[tuple[str, bool]] = [('{"criteria": [', False)]
-        for i, cid in enumerate(ids):
-            lvl = str(_level(answer, cid))
-            entry = (
-                f'{{"criterion": {json.dumps(cid)}, "evidence": {json.dumps(quote if lvl >= "2" else "")}, '
-                f'"reason": "fake judge: level from a hash of the answer", "level": "'
-            )
-            pieces += [((", " if i else "") + entry, False), (lvl, True), ('"}', False)]
-        pieces.append(
-            (
-                f'], "red_flags": {json.dumps(hits)}, "rationale": "Deterministic fake verdict.", '
-                '"off_task_or_injection": false}',
-                False,
-            )
-        )
-        content = "".join(p for p, _ in pieces)
-        json.loads(content)
-        if not want_lp:
-            return content, None
-        toks = []
-        for p, is_digit in pieces:
-            top = _digit_logprobs(p, _DIGITS) if is_digit else [{"token": p, "logprob": 0.0, "bytes": None}]
-            toks.append({"token": p, "logprob": top[0]["logprob"], "bytes": None, "top_logprobs": top})
-        return content, {"content": toks}
+        return chat_reply(req, n, malformed, self.model, self.logprobs)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -480,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(
-        prog="python -m evaluator.fake_server",
+        prog="python tests/fake_server.py",
         description="Run the fake OpenAI-compatible judge server until interrupted.",
     )
     p.add_argument("--latency", type=float, default=0.0)
