@@ -103,8 +103,13 @@ class FakeOpenAIServer(ThreadingHTTPServer):
         models: list[str] | None = None,
         reject_dialects: tuple[str, ...] = (),
         context_chars: int | None = None,
+        faults_by_request: bool = False,
     ):
         super().__init__(("127.0.0.1", 0), _Handler)
+        # Faults drawn from (seed, request body, how many times that body came) rather than (seed, arrival number):
+        # the same requests meet the same faults whatever order concurrent clients send them in.
+        self.faults_by_request = faults_by_request
+        self._seen: Counter = Counter()
         self.context_chars = context_chars
         self.api_key = api_key
         self.models = models
@@ -145,11 +150,14 @@ class FakeOpenAIServer(ThreadingHTTPServer):
             self.max_in_flight = 0
             self.counts.clear()
 
-    def _next(self) -> tuple[int, str | None]:
+    def _next(self, req: dict) -> tuple[int, str | None]:
+        body = json.dumps(req, sort_keys=True)
         with self._lock:
             n = self._n
             self._n += 1
-        u = unit("fault", self.seed, n)
+            self._seen[body] += 1
+            again = self._seen[body]
+        u = unit("fault", self.seed, body, again) if self.faults_by_request else unit("fault", self.seed, n)
         fault = "http500" if n < self.faults.first_500 else None
         acc = 0.0
         for kind, p in self.fault_kinds:
@@ -269,7 +277,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(*reply)
 
     def _reply(self, srv: FakeOpenAIServer, req: dict) -> tuple[int, dict | bytes, dict | None] | None:
-        n, fault = srv._next()
+        n, fault = srv._next(req)
         if fault == "timeout":
             time.sleep(srv.faults.timeout_sleep)
             # The client has gone by now; answer anyway in case it waited.
@@ -324,7 +332,7 @@ def serve(
     **options,
 ) -> Iterator[BaseURL]:
     """Runs a fake server on 127.0.0.1 (ephemeral port) for the duration of the block; yields its base URL.
-    `options`: api_key, models, reject_dialects, context_chars (see FakeOpenAIServer)."""
+    `options`: api_key, models, reject_dialects, context_chars, faults_by_request (see FakeOpenAIServer)."""
     srv = FakeOpenAIServer(latency=latency, faults=faults, seed=seed, model=model, logprobs=logprobs, **options).start()
     url = BaseURL(srv.base_url)
     url.server = srv
