@@ -12,54 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import DEFAULT_ADVANCE_AT, DEFAULT_CONCURRENCY, DEFAULT_EVAL_SET, DEFAULT_REJECT_BELOW
-from .errors import InputError, ValidationError
-from .intake import load_rows
+from .intake import Loaded, load_answers
 from .judges import JudgeAborted, JudgeUnavailableError
 from .models import Verdict
 from .outputs import write_outputs
 from .resources import LoadedEvalSet
 from .scoring import Evaluator
-from .store import STORE_NAME, Rejected, ResultStore, Row, StoreCounts, summarise, write_rejected
+from .store import STORE_NAME, Rejected, ResultStore, Row, StoreCounts, summarise
 
 
-@dataclass
-class Loaded:
-    """A CSV read and checked against an eval set: the rows to grade and the rows refused (written to
-    `rejected_path`), with the reader's warnings (encoding guessed, rows swallowed by quoting...)."""
-
-    les: LoadedEvalSet
-    rows: list[Row]
-    rejected: list[Rejected]
-    warnings: list[str]
-    rejected_path: Path
-
-
-def load_answers(
-    csv_path: Path,
-    out_dir: Path,
-    evaluator: Evaluator,
-    *,
-    eval_set: str | Path = DEFAULT_EVAL_SET,
-    columns: dict[str, str] | None = None,
-    strict: bool = False,
-    on_loaded: Callable[[Loaded], None] | None = None,
-) -> Loaded:
-    """Reads and checks the CSV, writes rejected.csv into `out_dir`, calls `on_loaded`, then raises if there is
-    nothing to grade (or, with `strict`, if any row was rejected). Answers longer than the evaluator's
-    `max_chars` are rejected."""
-    csv_path, out_dir = Path(csv_path), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    les = evaluator.resources.load_eval_set(eval_set)
-    rows, rejected, warnings = load_rows(csv_path, les, columns or {}, evaluator.max_chars)
-    loaded = Loaded(les, rows, rejected, warnings, out_dir / "rejected.csv")
-    write_rejected(loaded.rejected_path, rejected)
-    if on_loaded:
-        on_loaded(loaded)
-    if rejected and strict:
-        raise ValidationError(f"{csv_path}: {len(rejected)} invalid row(s); fix them or drop --strict")
-    if not rows:
-        raise InputError(f"{csv_path}: no valid rows to grade")
-    return loaded
+# ---------------------------------------------------------------- the store, the dry run
 
 
 def open_store(out_dir: Path, rows: list[Row]) -> ResultStore:
@@ -414,11 +376,30 @@ def grade_csv(
         return write_outputs(store, loaded.les, evaluator.resources, out_dir, advance_at, reject_below, loaded.rejected)
 
     t0 = time.perf_counter()
-    interrupted = False
+    interrupted = _grade_until_done(evaluator, loaded, store, concurrency, progress, on_progress, stop, outputs)
+    seconds = time.perf_counter() - t0
+    paths = outputs()
+    return GradeSummary(
+        summarise(store), progress, loaded.rejected, seconds, paths, store.path, interrupted, loaded.warnings
+    )
+
+
+def _grade_until_done(
+    ev: Evaluator,
+    loaded: Loaded,
+    store: ResultStore,
+    concurrency: int | None,
+    progress: Progress,
+    on_progress: Callable[[Progress], None] | None,
+    stop: threading.Event | None,
+    outputs: Callable[[], list[Path]],
+) -> bool:
+    """Grades the pending rows; True if a KeyboardInterrupt ended it early. An unavailable judge stops the batch
+    with the outputs written (they show the pending rows) and an error saying how far it got."""
     try:
-        grade_rows(evaluator, loaded.les, loaded.rows, store, concurrency, progress, on_progress, stop)
+        grade_rows(ev, loaded.les, loaded.rows, store, concurrency, progress, on_progress, stop)
     except KeyboardInterrupt:
-        interrupted = True
+        return True
     except JudgeUnavailableError as e:
         outputs()
         left = summarise(store).pending
@@ -427,8 +408,4 @@ def grade_csv(
             f"{store.path}, {left} stay pending and nothing was cached for them. Fix the above, then run the same "
             "command to resume."
         ) from e
-    seconds = time.perf_counter() - t0
-    paths = outputs()
-    return GradeSummary(
-        summarise(store), progress, loaded.rejected, seconds, paths, store.path, interrupted, loaded.warnings
-    )
+    return False

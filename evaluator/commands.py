@@ -190,7 +190,7 @@ def cmd_score(a: argparse.Namespace) -> int:
 
 
 def cmd_grade(a: argparse.Namespace) -> int:
-    from .batch import load_answers
+    from .intake import load_answers
     from .scoring import build_evaluator
 
     kw = evaluator_kw(a)
@@ -251,60 +251,70 @@ def _grade(a: argparse.Namespace, ev) -> int:
     from .batch import grade_csv
     from .render import ProgressBar
 
-    def absent(keys: list[str], pruned: bool) -> None:
-        if pruned:
-            print(f"pruned {len(keys)} rows of an earlier CSV that {a.csv} no longer has", file=sys.stderr)
-        else:
-            print(
-                f"warning: {len(keys)} rows in {Path(a.out) / 'results.sqlite3'} are not in {a.csv} (from an earlier "
-                f"CSV, e.g. {keys[0]}); they stay in the outputs. Add --prune to drop them.",
-                file=sys.stderr,
-            )
-
-    stop = threading.Event()
-    signals: list[int] = []
-
-    def on_signal(signum, _frame) -> None:
-        if signals:  # a second signal: stop waiting for the requests in flight
-            raise KeyboardInterrupt
-        signals.append(signum)
-        stop.set()
-
-    old = _install(on_signal)
-    try:
-        with ProgressBar() as bar:
-            summary = grade_csv(
-                Path(a.csv),
-                Path(a.out),
-                ev,
-                eval_set=a.eval_set,
-                columns=_columns(a),
-                concurrency=a.concurrency,
-                strict=a.strict,
-                prune=a.prune,
-                advance_at=a.advance_at,
-                reject_below=a.reject_below,
-                price_in=a.price_in,
-                price_out=a.price_out,
-                on_loaded=_loaded,
-                on_absent=absent,
-                on_progress=bar.update,
-                stop=stop,
-            )
-    finally:
-        _install(old)
-    if summary.interrupted and not signals:
-        signals.append(signal.SIGINT)
+    with _StopOnSignal() as sig, ProgressBar() as bar:
+        summary = grade_csv(
+            Path(a.csv),
+            Path(a.out),
+            ev,
+            eval_set=a.eval_set,
+            columns=_columns(a),
+            concurrency=a.concurrency,
+            strict=a.strict,
+            prune=a.prune,
+            advance_at=a.advance_at,
+            reject_below=a.reject_below,
+            price_in=a.price_in,
+            price_out=a.price_out,
+            on_loaded=_loaded,
+            on_absent=lambda keys, pruned: _absent(a, keys, pruned),
+            on_progress=bar.update,
+            stop=sig.stop,
+        )
+    if summary.interrupted and not sig.signals:
+        sig.signals.append(signal.SIGINT)
     _print_graded(summary)
-    if signals:
-        p = summary.progress
+    if not sig.signals:
+        return 0
+    p = summary.progress
+    print(
+        f"\nstopped by {signal.Signals(sig.signals[0]).name}: {p.done} of {p.total} rows are saved in "
+        f"{summary.store}, {p.total - p.done} pending (the outputs say so). To resume, run the same command.",
+        file=sys.stderr,
+    )
+    return 128 + sig.signals[0]
+
+
+def _absent(a: argparse.Namespace, keys: list[str], pruned: bool) -> None:
+    if pruned:
+        print(f"pruned {len(keys)} rows of an earlier CSV that {a.csv} no longer has", file=sys.stderr)
+    else:
         print(
-            f"\nstopped by {signal.Signals(signals[0]).name}: {p.done} of {p.total} rows are saved in "
-            f"{summary.store}, {p.total - p.done} pending (the outputs say so). To resume, run the same command.",
+            f"warning: {len(keys)} rows in {Path(a.out) / 'results.sqlite3'} are not in {a.csv} (from an earlier "
+            f"CSV, e.g. {keys[0]}); they stay in the outputs. Add --prune to drop them.",
             file=sys.stderr,
         )
-        return 128 + signals[0]
-    return 0
+
+
+class _StopOnSignal:
+    """Inside the block, SIGINT or SIGTERM sets `stop` (the run ends once the requests in flight are done, rows
+    saved); a second signal raises KeyboardInterrupt to stop waiting for them."""
+
+    def __init__(self):
+        self.stop = threading.Event()
+        self.signals: list[int] = []
+
+    def _on_signal(self, signum, _frame) -> None:
+        if self.signals:
+            raise KeyboardInterrupt
+        self.signals.append(signum)
+        self.stop.set()
+
+    def __enter__(self) -> _StopOnSignal:
+        self.old = _install(self._on_signal)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _install(self.old)
 
 
 def _print_graded(summary) -> None:

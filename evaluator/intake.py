@@ -1,14 +1,18 @@
 """Reading a CSV of candidates' answers for grading: which columns hold what, and every row checked before any
-judge call, each refused row with its line number and the reason shown to the user."""
+judge call, each refused row (in rejected.csv) with its line number and the reason shown to the user."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from .config import DEFAULT_EVAL_SET
 from .csvio import CsvTable, read_csv
-from .errors import ValidationError
+from .errors import InputError, ValidationError
 from .resources import LoadedEvalSet, unknown_question_message
-from .store import Rejected, Row
+from .scoring import Evaluator
+from .store import Rejected, Row, write_rejected
 
 REQUIRED = ("candidate_id", "question_id", "answer")
 
@@ -77,3 +81,43 @@ def _row_problem(
     if len(answer) > max_chars:
         return f"answer has {len(answer)} characters, over the limit of {max_chars} (raise --max-chars)"
     return None
+
+
+@dataclass
+class Loaded:
+    """A CSV read and checked against an eval set: the rows to grade and the rows refused (written to
+    `rejected_path`), with the reader's warnings (encoding guessed, rows swallowed by quoting...)."""
+
+    les: LoadedEvalSet
+    rows: list[Row]
+    rejected: list[Rejected]
+    warnings: list[str]
+    rejected_path: Path
+
+
+def load_answers(
+    csv_path: Path,
+    out_dir: Path,
+    evaluator: Evaluator,
+    *,
+    eval_set: str | Path = DEFAULT_EVAL_SET,
+    columns: dict[str, str] | None = None,
+    strict: bool = False,
+    on_loaded: Callable[[Loaded], None] | None = None,
+) -> Loaded:
+    """Reads and checks the CSV, writes rejected.csv into `out_dir`, calls `on_loaded`, then raises if there is
+    nothing to grade (or, with `strict`, if any row was rejected). Answers longer than the evaluator's
+    `max_chars` are rejected."""
+    csv_path, out_dir = Path(csv_path), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    les = evaluator.resources.load_eval_set(eval_set)
+    rows, rejected, warnings = load_rows(csv_path, les, columns or {}, evaluator.max_chars)
+    loaded = Loaded(les, rows, rejected, warnings, out_dir / "rejected.csv")
+    write_rejected(loaded.rejected_path, rejected)
+    if on_loaded:
+        on_loaded(loaded)
+    if rejected and strict:
+        raise ValidationError(f"{csv_path}: {len(rejected)} invalid row(s); fix them or drop --strict")
+    if not rows:
+        raise InputError(f"{csv_path}: no valid rows to grade")
+    return loaded

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from evaluator import GradeSummary, ImportSummary, build_evaluator, grade_csv, import_responses
-from evaluator.batch import load_answers, open_store
+from evaluator.batch import open_store
 from evaluator.errors import ValidationError
 from evaluator.fake_server import serve
+from evaluator.intake import load_answers
 from evaluator.scaleout import export_batch
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "answers.csv"
