@@ -20,7 +20,6 @@ from .resources import LoadedEvalSet
 from .scoring import Evaluator
 from .store import STORE_NAME, Rejected, ResultStore, Row, StoreCounts, summarise
 
-
 # ---------------------------------------------------------------- the store, the dry run
 
 

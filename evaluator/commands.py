@@ -12,8 +12,16 @@ import socket
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from .batch import GradeSummary
+    from .intake import Loaded
+    from .resources import Resources
+    from .review_data import Folder
+    from .scoring import Evaluator
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -57,7 +65,7 @@ def _questions_import(a: argparse.Namespace) -> int:
     return 0
 
 
-def _questions_schema(a: argparse.Namespace, res) -> int:
+def _questions_schema(a: argparse.Namespace, res: Resources) -> int:
     from .resources import export_schemas
 
     if a.out:
@@ -69,7 +77,7 @@ def _questions_schema(a: argparse.Namespace, res) -> int:
     return 0
 
 
-def _questions_vectors(a: argparse.Namespace, res) -> int:
+def _questions_vectors(a: argparse.Namespace, res: Resources) -> int:
     from .embeddings import bank_vectors_path, get_embedder, write_bank_vectors
 
     les = res.load_eval_set(a.eval_set)
@@ -80,7 +88,7 @@ def _questions_vectors(a: argparse.Namespace, res) -> int:
     return 0
 
 
-def _questions_validate(a: argparse.Namespace, res) -> int:
+def _questions_validate(a: argparse.Namespace, res: Resources) -> int:
     rubrics = res.rubrics()
     files = [Path(f) for f in a.files] or res.eval_set_paths()
     total = 0
@@ -92,7 +100,7 @@ def _questions_validate(a: argparse.Namespace, res) -> int:
     return 0
 
 
-def _questions_show(a: argparse.Namespace, res) -> int:
+def _questions_show(a: argparse.Namespace, res: Resources) -> int:
     les, q = res.find_question(a.id, a.eval_set)
     if a.json:
         print(json.dumps(q.model_dump(mode="json"), indent=2, ensure_ascii=False))
@@ -103,7 +111,7 @@ def _questions_show(a: argparse.Namespace, res) -> int:
     return 0
 
 
-def _questions_list(a: argparse.Namespace, res) -> int:
+def _questions_list(a: argparse.Namespace, res: Resources) -> int:
     from rich.console import Console
     from rich.table import Table
 
@@ -215,7 +223,7 @@ def _columns(a: argparse.Namespace) -> dict[str, str]:
     }
 
 
-def _loaded(loaded) -> None:
+def _loaded(loaded: Loaded) -> None:
     for w in loaded.warnings:
         print(f"warning: {w}", file=sys.stderr)
     if loaded.rejected:
@@ -224,7 +232,7 @@ def _loaded(loaded) -> None:
             print(f"  line {r.line}: {r.reason}", file=sys.stderr)
 
 
-def _dry_run(a: argparse.Namespace, ev, loaded) -> int:
+def _dry_run(a: argparse.Namespace, ev: Evaluator, loaded: Loaded) -> int:
     from .batch import estimate
 
     calls, tokens = estimate(ev, loaded.les, loaded.rows)
@@ -236,7 +244,7 @@ def _dry_run(a: argparse.Namespace, ev, loaded) -> int:
     return 0
 
 
-def _export_batch(a: argparse.Namespace, ev, loaded) -> int:
+def _export_batch(a: argparse.Namespace, ev: Evaluator, loaded: Loaded) -> int:
     from .batch import open_store
     from .scaleout import export_batch
 
@@ -247,7 +255,7 @@ def _export_batch(a: argparse.Namespace, ev, loaded) -> int:
     return 0
 
 
-def _grade(a: argparse.Namespace, ev) -> int:
+def _grade(a: argparse.Namespace, ev: Evaluator) -> int:
     from .batch import grade_csv
     from .render import ProgressBar
 
@@ -317,7 +325,7 @@ class _StopOnSignal:
         _install(self.old)
 
 
-def _print_graded(summary) -> None:
+def _print_graded(summary: GradeSummary) -> None:
     c, p = summary.counts, summary.progress
     reasons = f" {c.unscored_by_reason}" if c.unscored_by_reason else ""
     pending = f", {c.pending} pending" if c.pending else ""
@@ -405,7 +413,7 @@ def cmd_review(a: argparse.Namespace) -> int:
     return _serve_review(a, folder)
 
 
-def _serve_review(a: argparse.Namespace, folder) -> int:
+def _serve_review(a: argparse.Namespace, folder: Folder) -> int:
     import uvicorn
 
     from .review_app import create_app
