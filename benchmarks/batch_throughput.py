@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import os
 import random
@@ -43,7 +42,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evaluator.cli import main as cli_main  # noqa: E402
+from evaluator import GradeSummary, build_evaluator, grade_csv  # noqa: E402
+from evaluator.bank_import import import_questions, write_eval_set  # noqa: E402
 from evaluator.embeddings import MiniLMEmbedder, get_embedder, sentence_spans  # noqa: E402
 
 
@@ -132,17 +132,13 @@ def grading_secs(stdout: str) -> float:
     return float(m.group(1)) if m else float("nan")
 
 
-def run_grade(args: list[str]) -> tuple[float, float, str]:
-    """Runs `grade` in-process; returns (wall seconds, grading seconds as printed, stdout)."""
-    buf = io.StringIO()
+def run_grade(src: Path, out: Path, judge: dict, **grade_kw) -> tuple[float, float, GradeSummary]:
+    """Grades in-process through the library as `evaluator grade` does (a new evaluator, no explanation pass, no
+    verdict cache); returns (wall seconds, grading-phase seconds, the summary)."""
     t0 = time.perf_counter()
-    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(io.StringIO()):
-        rc = cli_main(["grade", *args])
-    wall = time.perf_counter() - t0
-    out = buf.getvalue()
-    if rc != 0:
-        raise RuntimeError(f"grade exited {rc}: {out[-2000:]}")
-    return wall, grading_secs(out), out
+    ev = build_evaluator(explain=False, use_cache=False, **judge)
+    summary = grade_csv(src, out, ev, **grade_kw)
+    return time.perf_counter() - t0, summary.seconds, summary
 
 
 def main() -> int:
@@ -233,11 +229,8 @@ def part_a(a, work: Path) -> list[tuple[str, str]]:
             grader._answers.clear()
             grader._known.clear()
             os.environ["EVALUATOR_CACHE_DIR"] = str(vector_cache)
-            runs[name] = bare_answers, run_grade(
-                [str(src), "--out", str(work / f"a-{len(runs)}"), "--eval-set", eval_set, "--judge", "openai",
-                 "--base-url", url, "--model", "m", "--mode", "structured", "--embedder", "minilm", "--no-cache",
-                 "--concurrency", "8"]
-            )  # fmt: skip
+            judge = dict(judge="openai", base_url=url, model="m", mode="structured", embedder="minilm")
+            runs[name] = bare_answers, run_grade(src, work / f"a-{len(runs)}", judge, eval_set=eval_set, concurrency=8)
         calls_a = server_requests(url) // len(cases)
     os.environ["EVALUATOR_CACHE_DIR"] = str(work / "cache")
     n = len(answers)
@@ -340,17 +333,15 @@ def part_d(a, work: Path) -> list[tuple[str, str]]:
                 [r["question_id"], r["question"], r["reference_answer"], r["answer_id"], r["answer"]] for r in part
             )
     bank = work / "d-bank.yaml"
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(io.StringIO()):
-        if cli_main(["questions", "import", str(src_all), "--out", str(bank), "--id", "bench-d"]) != 0:
-            raise RuntimeError(buf.getvalue())
-    args = ["--eval-set", str(bank), "--candidate-column", "answer_id", "--judge", "local", "--no-cache"]
+    write_eval_set(import_questions(src_all, set_id="bench-d"), bank)
+    judge = dict(judge="local")
+    kw = dict(eval_set=str(bank), columns={"candidate_id": "answer_id"})
     t0 = time.perf_counter()
-    run_grade([str(src_warm), *args, "--out", str(work / "d-cold")])  # loads the model and the embedder
+    run_grade(src_warm, work / "d-cold", judge, **kw)  # loads the model and the embedder
     load = time.perf_counter() - t0
     # Like (a)'s bare encode: the judge alone just before the batch shows what the machine allows right now.
     alone = judge_alone_secs(bank, rows)
-    wall, grading, _ = run_grade([str(src), *args, "--out", str(work / "d")])
+    wall, grading, _ = run_grade(src, work / "d", judge, **kw)
     with open(work / "d" / "verdicts.jsonl", encoding="utf-8") as f:
         in_batch = sum(json.loads(line)["usage"]["seconds"] for line in f)
     n = len(rows)

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the fake server lives with the tests
 
-from evaluator.cli import main as cli  # noqa: E402
+from evaluator import build_evaluator, grade_csv  # noqa: E402
 from evaluator.resources import Resources  # noqa: E402
 from evaluator.review_app import create_app  # noqa: E402
 from evaluator.review_data import Folder  # noqa: E402
@@ -52,9 +52,9 @@ def build_folder(work: Path, n: int) -> Path:
             w.writerow([f"c{cand:04d}", q.id, ex.answer, ("ml-engineer", "data-analyst", "research")[cand % 3]])
     out = work / "batch"
     with serve() as url:
-        judge = ["--judge", "openai", "--base-url", url, "--model", "fake", "--embedder", "fake:hash", "--no-cache"]
+        ev = build_evaluator("openai", base_url=url, model="fake", embedder="fake:hash", use_cache=False, explain=False)
         t0 = time.perf_counter()
-        assert cli(["grade", str(src), "--out", str(out), *judge, "--concurrency", "16"]) == 0
+        grade_csv(src, out, ev, concurrency=16)
         print(f"graded {n} answers with the fake server in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return out
 

@@ -12,12 +12,33 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from .calibrate_report import calibrate
+    from .batch import GradeSummary, grade_csv
+    from .calibrate_report import CalibrationResult, calibrate
+    from .scaleout import ImportSummary, import_responses
     from .scoring import build_evaluator, score_answer
 
-_PUBLIC = {"build_evaluator": "scoring", "score_answer": "scoring", "calibrate": "calibrate_report"}
+_PUBLIC = {
+    "build_evaluator": "scoring",
+    "score_answer": "scoring",
+    "grade_csv": "batch",
+    "GradeSummary": "batch",
+    "import_responses": "scaleout",
+    "ImportSummary": "scaleout",
+    "calibrate": "calibrate_report",
+    "CalibrationResult": "calibrate_report",
+}
 
-__all__ = ["__version__", "build_evaluator", "calibrate", "score_answer"]
+__all__ = [
+    "CalibrationResult",
+    "GradeSummary",
+    "ImportSummary",
+    "__version__",
+    "build_evaluator",
+    "calibrate",
+    "grade_csv",
+    "import_responses",
+    "score_answer",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -3,7 +3,6 @@ breakdowns, bias checks, a fitted mapping, metrics.json and report.html; and the
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from dataclasses import dataclass
@@ -97,30 +96,6 @@ def calibrate(
         verdicts_without_grade=report["verdicts_without_grade"],
         grades_without_verdict=report["grades_without_verdict"],
     )
-
-
-def run(a: argparse.Namespace) -> int:
-    """`evaluator calibrate`: the library call, then its summary on the console."""
-    from rich.console import Console
-
-    result = calibrate(
-        Path(a.verdicts),
-        Path(a.out),
-        human=Path(a.human) if a.human else None,
-        human_columns=[c.strip() for c in a.human_columns.split(",") if c.strip()] if a.human_columns else None,
-        official=a.official,
-        id_column=a.id_column,
-        scale_min=a.scale_min,
-        scale_max=a.scale_max,
-        group_column=a.group_column,
-        pass_at=a.pass_at,
-        bootstrap=a.bootstrap,
-    )
-    console = Console()
-    console.print(summary_table(result))
-    for line in summary_lines(result):
-        console.print(line)
-    return 0
 
 
 def summary_table(result: CalibrationResult) -> Table:

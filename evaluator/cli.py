@@ -1,14 +1,21 @@
-"""Command line: parses arguments, calls the library, prints. Errors become messages and exit codes here."""
+"""Command line: the argument parsers of every subcommand, and `main`, which hands the parsed arguments to
+commands.py. Errors become messages and exit codes here."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 from ._version import __version__
-from .errors import EvaluatorError, InputError
+from .config import (
+    DEFAULT_ADVANCE_AT,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_EMBEDDER,
+    DEFAULT_EVAL_SET,
+    DEFAULT_MAX_ANSWER_CHARS,
+    DEFAULT_REJECT_BELOW,
+)
+from .errors import EvaluatorError
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -43,7 +50,7 @@ def _add_judge_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="generate evidence quotes and a rationale after scoring (never changes the score)",
     )
-    g.add_argument("--embedder", default="minilm", help="minilm (default) or fake:hash (tests)")
+    g.add_argument("--embedder", default=DEFAULT_EMBEDDER, help=f"{DEFAULT_EMBEDDER} (default) or fake:hash (tests)")
     g.add_argument("--no-cache", action="store_true", help="neither read nor write the verdict cache")
     g.add_argument("--refresh", action="store_true", help="ignore cached verdicts and overwrite them")
     g.add_argument("--calibration", help="a fitted mapping (JSON from `evaluator calibrate`) to apply to scores")
@@ -55,31 +62,18 @@ def _add_judge_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _evaluator_kw(a: argparse.Namespace) -> dict:
-    """build_evaluator's arguments from the flags `score` and `grade` share (explain differs by command)."""
-    return dict(
-        data_dir=a.data_dir,
-        use_cache=not a.no_cache,
-        refresh=a.refresh,
-        calibration=a.calibration,
-        rubric_calibration=not a.no_calibration,
-        embedder=a.embedder,
-        max_chars=a.max_chars,
-        **_judge_kw(a),
+def _add_thresholds(p: argparse.ArgumentParser, helped: bool = True) -> None:
+    p.add_argument(
+        "--advance-at",
+        type=float,
+        default=DEFAULT_ADVANCE_AT,
+        help="scorecard: recommend 'advance' at this mean /100" if helped else None,
     )
-
-
-def _judge_kw(a: argparse.Namespace) -> dict:
-    return dict(
-        judge=a.judge,
-        mode=a.mode,
-        base_url=a.base_url,
-        model=a.model,
-        temperature=a.temperature,
-        seed=a.seed,
-        timeout=a.timeout,
-        max_tokens=a.max_tokens,
-        dialect=a.dialect,
+    p.add_argument(
+        "--reject-below",
+        type=float,
+        default=DEFAULT_REJECT_BELOW,
+        help="scorecard: recommend 'reject' below this" if helped else None,
     )
 
 
@@ -90,7 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"evaluator {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    _add_questions_parser(sub)
+    _add_score_parser(sub)
+    _add_grade_parser(sub)
+    _add_import_batch_parser(sub)
+    _add_calibrate_parser(sub)
+    _add_review_parser(sub)
+    return p
 
+
+def _add_questions_parser(sub) -> None:
     q = sub.add_parser(
         "questions",
         help="list, show, validate and import question banks",
@@ -114,6 +117,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     qv.add_argument("files", nargs="*", help="eval set files (default: every eval set in the data folder)")
     _add_data_dir(qv)
+    _add_questions_import_parser(qs)
+    qvec = qs.add_parser(
+        "vectors",
+        help="encode an eval set's references and key points into a file shipped beside it",
+        description="Encode the reference answers and key points of an eval set with the embedding model and write "
+        "them beside it (NAME.vectors.npz), so graders on other machines skip encoding the bank. Run it again "
+        "after editing references or key points; texts without a vector are encoded at grading time.",
+    )
+    qvec.add_argument(
+        "--eval-set", default=DEFAULT_EVAL_SET, help=f"eval set name or path (default {DEFAULT_EVAL_SET})"
+    )
+    qvec.add_argument("--embedder", default=DEFAULT_EMBEDDER, help=f"embedding model (default {DEFAULT_EMBEDDER})")
+    _add_data_dir(qvec)
+    qsc = qs.add_parser(
+        "schema",
+        help="write the JSON Schemas of the rubric and eval-set files",
+        description="Write rubric.schema.json and eval_set.schema.json for editors.",
+    )
+    qsc.add_argument("--out", help="folder (default: next to the files, in rubrics/ and eval_sets/)")
+    _add_data_dir(qsc)
+
+
+def _add_questions_import_parser(qs) -> None:
     qi = qs.add_parser(
         "import",
         help="turn a CSV of questions into an eval set",
@@ -131,24 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     qi.add_argument("--question-column")
     qi.add_argument("--reference-column")
     _add_data_dir(qi)
-    qvec = qs.add_parser(
-        "vectors",
-        help="encode an eval set's references and key points into a file shipped beside it",
-        description="Encode the reference answers and key points of an eval set with the embedding model and write "
-        "them beside it (NAME.vectors.npz), so graders on other machines skip encoding the bank. Run it again "
-        "after editing references or key points; texts without a vector are encoded at grading time.",
-    )
-    qvec.add_argument("--eval-set", default="ml-screening", help="eval set name or path (default ml-screening)")
-    qvec.add_argument("--embedder", default="minilm", help="embedding model (default minilm)")
-    _add_data_dir(qvec)
-    qsc = qs.add_parser(
-        "schema",
-        help="write the JSON Schemas of the rubric and eval-set files",
-        description="Write rubric.schema.json and eval_set.schema.json for editors.",
-    )
-    qsc.add_argument("--out", help="folder (default: next to the files, in rubrics/ and eval_sets/)")
-    _add_data_dir(qsc)
 
+
+def _add_score_parser(sub) -> None:
     s = sub.add_parser("score", help="score one written answer", description="Score one answer to a bank question.")
     s.add_argument("--question", "-q", required=True, help="question id (see `evaluator questions list`)")
     src = s.add_mutually_exclusive_group(required=True)
@@ -158,187 +169,150 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--eval-set", help="look the question up in this eval set only")
     s.add_argument("--json", action="store_true", help="print the verdict as JSON")
     s.add_argument("--dry-run", action="store_true", help="print the rendered prompt; make no judge call")
-    s.add_argument("--max-chars", type=int, default=8000, help="answers longer than this are truncated and flagged")
+    s.add_argument(
+        "--max-chars",
+        type=int,
+        default=DEFAULT_MAX_ANSWER_CHARS,
+        help="answers longer than this are truncated and flagged",
+    )
     _add_judge_flags(s)
     _add_data_dir(s)
 
-    from .batch import add_grade_parsers
 
-    add_grade_parsers(sub, _add_judge_flags, _add_data_dir)
-    from .calibrate_cmd import add_calibrate_parser
-
-    add_calibrate_parser(sub)
-    from .review_cmd import add_review_parser
-
-    add_review_parser(sub, _add_data_dir)
-    return p
-
-
-# ---------------------------------------------------------------- commands
-
-
-def cmd_questions(a: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from .resources import Resources
-
-    console = Console()
-    if a.qcommand == "import":
-        from .bank_import import import_questions, write_eval_set
-
-        out = Path(a.out)
-        es = import_questions(
-            Path(a.csv),
-            set_id=a.set_id or out.stem,
-            rubric=a.rubric,
-            default_level=a.level,
-            default_topic=a.topic,
-            id_column=a.question_id_column,
-            question_column=a.question_column,
-            reference_column=a.reference_column,
-        )
-        res = Resources.locate(a.data_dir)
-        res.rubric(es.rubric)
-        write_eval_set(es, out)
-        print(f"wrote {out}: {len(es.questions)} questions, rubric {es.rubric}")
-        return 0
-    res = Resources.locate(a.data_dir)
-    if a.qcommand == "schema":
-        from .resources import export_schemas
-
-        if a.out:
-            paths = export_schemas(Path(a.out))
-        else:
-            paths = export_schemas(res.root / "rubrics", res.root / "eval_sets")
-        for p in paths:
-            print(f"wrote {p}")
-        return 0
-    if a.qcommand == "vectors":
-        from .embeddings import bank_vectors_path, get_embedder, write_bank_vectors
-
-        les = res.load_eval_set(a.eval_set)
-        texts = [t for q in les.eval_set.questions for t in q.reference_texts]
-        path = bank_vectors_path(les.path)
-        n = write_bank_vectors(path, get_embedder(a.embedder), texts)
-        print(f"wrote {path}: {n} texts of {les.eval_set.id}")
-        return 0
-    if a.qcommand == "validate":
-        rubrics = res.rubrics()
-        files = [Path(f) for f in a.files] or res.eval_set_paths()
-        total = 0
-        for f in files:
-            les = res.load_eval_set(f, rubrics)
-            total += len(les.eval_set.questions)
-            print(f"ok  {f}: {len(les.eval_set.questions)} questions")
-        print(f"ok  {len(rubrics)} rubrics: {', '.join(sorted(rubrics))}; {total} questions in {len(files)} eval sets")
-        return 0
-    if a.qcommand == "show":
-        les, q = res.find_question(a.id, a.eval_set)
-        if a.json:
-            print(json.dumps(q.model_dump(mode="json"), indent=2, ensure_ascii=False))
-            return 0
-        console.print(
-            f"[bold]{q.id}[/bold]  ({les.eval_set.id}, {q.level.value}, {q.topic}, rubric {les.rubric_id_for(q)})"
-        )
-        console.print(f"\n[bold]Question[/bold]\n{q.question}")
-        for i, r in enumerate(q.references, 1):
-            console.print(f"\n[bold]Reference {i}[/bold]\n{r}")
-        from .key_points import key_points_of
-
-        source = "" if q.key_points else " (derived from the reference: list them under key_points to edit)"
-        console.print(f"\n[bold]Key points[/bold]{source}", markup=True)
-        for i, k in enumerate(key_points_of(q), 1):
-            console.print(f"  {i}. {k}", markup=False)
-        if q.red_flags:
-            console.print("\n[bold]Red flags[/bold]")
-            for f in q.red_flags:
-                console.print(f"  - [red]{f.id}[/red] ({f.effect.value} {f.value:g}): {f.description}")
-                if f.claim:
-                    console.print(f"      claim: {f.claim}", markup=False)
-        for e in q.exemplars:
-            console.print(
-                f"\n[bold]Exemplar ({e.band.value}, {e.score_range[0]:g}-{e.score_range[1]:g})[/bold]\n{e.answer}"
-            )
-        return 0
-    # list
-    names = [a.eval_set] if a.eval_set else [p.stem for p in res.eval_set_paths()]
-    t = Table("id", "level", "topic", "question", "eval set")
-    n = 0
-    for name in names:
-        les = res.load_eval_set(name)
-        for q in les.eval_set.questions:
-            if (a.level and q.level.value != a.level) or (a.topic and q.topic != a.topic):
-                continue
-            t.add_row(q.id, q.level.value, q.topic, q.question, les.eval_set.id)
-            n += 1
-    console.print(t)
-    console.print(f"{n} questions")
-    return 0
+def _add_grade_parser(sub) -> None:
+    g = sub.add_parser(
+        "grade",
+        help="batch-grade a CSV of candidates' answers",
+        description="Grade every answer in a CSV (columns candidate_id, question_id, answer; optional answer_id; "
+        "extra columns are carried through). Re-running the same command resumes and skips finished rows.",
+    )
+    g.add_argument("csv", help="answers CSV (UTF-8 with or without BOM; delimiter detected)")
+    g.add_argument("--out", required=True, help="output folder (results store, CSVs, report)")
+    g.add_argument("--eval-set", default=DEFAULT_EVAL_SET, help=f"eval set name or path (default {DEFAULT_EVAL_SET})")
+    g.add_argument("--candidate-column", default="candidate_id")
+    g.add_argument("--question-column", default="question_id")
+    g.add_argument("--answer-column", default="answer")
+    g.add_argument("--answer-id-column", default="answer_id")
+    g.add_argument("--strict", action="store_true", help="stop before grading if any row is rejected")
+    g.add_argument(
+        "--prune", action="store_true", help="drop rows of an earlier CSV from the output folder's results store"
+    )
+    g.add_argument(
+        "--concurrency",
+        type=int,
+        help=f"judge requests in flight at once (default {DEFAULT_CONCURRENCY} for endpoints, 1 local)",
+    )
+    g.add_argument(
+        "--max-chars", type=int, default=DEFAULT_MAX_ANSWER_CHARS, help="answers longer than this are rejected"
+    )
+    g.add_argument("--dry-run", action="store_true", help="print calls, tokens and cost a run would take")
+    g.add_argument("--price-in", type=float, default=0.0, help="USD per million prompt tokens (for the cost figure)")
+    g.add_argument("--price-out", type=float, default=0.0, help="USD per million generated tokens")
+    _add_thresholds(g)
+    g.add_argument(
+        "--export-batch",
+        metavar="REQUESTS.jsonl",
+        help="write the judge requests in the OpenAI Batch API format instead of calling the judge",
+    )
+    _add_judge_flags(g)
+    _add_data_dir(g)
 
 
-def _read_answer(a: argparse.Namespace) -> str:
-    if a.answer is not None:
-        return a.answer
-    if a.stdin or a.answer_file == "-":
-        data = sys.stdin.buffer.read()
-        where = "standard input"
-    else:
-        p = Path(a.answer_file)
-        if not p.exists():
-            raise InputError(f"answer file not found: {p}")
-        data = p.read_bytes()
-        where = str(p)
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{where} is not UTF-8 text (byte {e.start}); save it as UTF-8 and try again") from e
+def _add_import_batch_parser(sub) -> None:
+    ib = sub.add_parser(
+        "import-batch",
+        help="ingest OpenAI Batch API responses into a grading folder",
+        description="Read the responses of a batch exported with `grade --export-batch` and write verdicts and "
+        "outputs into the same folder.",
+    )
+    ib.add_argument("responses", help="responses .jsonl (OpenAI Batch API output or vLLM run-batch output)")
+    ib.add_argument("--out", required=True, help="the folder the batch was exported from")
+    _add_thresholds(ib, helped=False)
+    _add_data_dir(ib)
 
 
-def cmd_score(a: argparse.Namespace) -> int:
-    from .render import print_verdict
-    from .scoring import build_evaluator
+def _add_calibrate_parser(sub) -> None:
+    c = sub.add_parser(
+        "calibrate",
+        help="measure agreement with human grades and fit a mapping to the human scale",
+        description="Join verdicts to human grades, report agreement (with 95%% intervals resampled by question) "
+        "beside the human-human ceiling, check biases, fit a mapping to the human scale and write metrics.json, "
+        "mapping.json and report.html.",
+    )
+    c.add_argument("--verdicts", required=True, help="a grading folder (with verdicts.jsonl) or a verdicts .jsonl")
+    c.add_argument(
+        "--human",
+        default=None,
+        help="CSV of human grades (default: the grades stored by `evaluator review` in the --verdicts folder)",
+    )
+    c.add_argument(
+        "--human-columns", default=None, help="comma-separated grade columns, e.g. grade_1,grade_2 (default: grade)"
+    )
+    c.add_argument(
+        "--official", default=None, help="column holding the official grade (default: the mean of --human-columns)"
+    )
+    c.add_argument(
+        "--id-column",
+        default="answer_id",
+        help="join key column (default answer_id; falls back to candidate_id + question_id)",
+    )
+    c.add_argument(
+        "--scale-min", type=float, default=None, help="lowest human grade (default: 0 if a max_grade column exists)"
+    )
+    c.add_argument("--scale-max", type=float, default=None, help="highest human grade (default: the max_grade column)")
+    c.add_argument("--group-column", default=None, help="column of the grades CSV naming a group for fairness checks")
+    c.add_argument(
+        "--pass-at",
+        type=float,
+        default=None,
+        help="pass threshold on the human scale for selection rates (default: the scale's midpoint)",
+    )
+    c.add_argument("--out", default="calibration", help="output folder (default ./calibration)")
+    c.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
 
-    answer = _read_answer(a)
-    if not answer.strip():
-        raise InputError("the answer is empty: give the candidate's text with --answer, --answer-file or stdin")
-    ev = build_evaluator(explain=a.explain, **_evaluator_kw(a))
-    les, q = ev.resources.find_question(a.question, a.eval_set)
-    if a.dry_run:
-        print(ev.render_prompt(les, q, answer))
-        return 0
-    verdict = ev.score(les, q, answer)
-    if a.json:
-        print(verdict.model_dump_json(indent=2))
-    else:
-        print_verdict(verdict, q)
-    return 0 if verdict.status == "scored" else 10
+
+def _add_review_parser(sub) -> None:
+    r = sub.add_parser(
+        "review",
+        help="a local web page to read verdicts, overrule grades and see agreement (or --export the grades)",
+        description="Serve a review workspace over a batch folder (from `evaluator grade --out DIR`): candidates "
+        "ranked, every answer with its evidence, a review queue with keyboard navigation, and the agreement of "
+        "the model with the grades reviewers enter. Grades are stored append-only in DIR/results.sqlite3.",
+    )
+    r.add_argument("folder", metavar="DIR", help="the batch folder (holds results.sqlite3)")
+    r.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need a token)")
+    r.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    r.add_argument(
+        "--export",
+        metavar="GRADES.csv",
+        help="write every answer's final grade and reviewers' notes to this CSV, refresh results.csv and "
+        "scorecards.csv, and exit",
+    )
+    r.add_argument("--eval-set", help="eval set name or path (default: the one the verdicts name)")
+    _add_thresholds(r)
+    _add_data_dir(r)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
     try:
-        if a.command == "questions":
-            if not a.qcommand:
-                parser.parse_args(["questions", "--help"])
-            return cmd_questions(a)
-        if a.command == "score":
-            return cmd_score(a)
-        if a.command in ("grade", "import-batch"):
-            from .batch import run_grade_command
+        if a.command == "questions" and not a.qcommand:
+            parser.parse_args(["questions", "--help"])
+        if a.command is None:
+            parser.print_help()
+            return 0
+        from . import commands
 
-            return run_grade_command(a, _evaluator_kw(a) if a.command == "grade" else {})
-        if a.command == "calibrate":
-            from .calibrate_cmd import run_calibrate
-
-            return run_calibrate(a)
-        if a.command == "review":
-            from .review_cmd import run_review
-
-            return run_review(a)
-        parser.print_help()
-        return 0
+        run = {
+            "questions": commands.cmd_questions,
+            "score": commands.cmd_score,
+            "grade": commands.cmd_grade,
+            "import-batch": commands.cmd_import_batch,
+            "calibrate": commands.cmd_calibrate,
+            "review": commands.cmd_review,
+        }[a.command]
+        return run(a)
     except EvaluatorError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

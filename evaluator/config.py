@@ -14,6 +14,9 @@ from .errors import JudgeConfigError
 DEFAULT_MAX_ANSWER_CHARS = 8000
 DEFAULT_CONCURRENCY = 8  # endpoint requests in flight at once, unless `grade --concurrency` says otherwise
 DEFAULT_EMBEDDER = "minilm"
+DEFAULT_EVAL_SET = "ml-screening"
+DEFAULT_ADVANCE_AT = 70.0  # scorecards recommend "advance" at this mean score /100
+DEFAULT_REJECT_BELOW = 40.0  # and "reject" below this one
 
 
 def _env(*names: str) -> str | None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError, ValidationError
+from .models import Verdict
 
 MAX_NOTE_CHARS = 2000
 MAX_REVIEWER_CHARS = 80
@@ -199,16 +200,16 @@ def latest_grades(db_path: Path) -> dict[str, GradeEntry]:
         conn.close()
 
 
-def final_grade(verdict: dict | None, human: GradeEntry | None) -> tuple[float | None, float | None, str]:
+def final_grade(verdict: Verdict | None, human: GradeEntry | None) -> tuple[float | None, float | None, str]:
     """(final grade on the answer's scale, the same /100, its source: 'human', 'model' or '')."""
     if verdict is None and human is None:
         return None, None, ""
-    lo = (verdict or {}).get("scale_min")
-    hi = (verdict or {}).get("scale_max")
+    lo = verdict.scale_min if verdict is not None else None
+    hi = verdict.scale_max if verdict is not None else None
     if human is not None:
         g = human.grade
         g100 = round(100 * (g - lo) / (hi - lo), 2) if lo is not None and hi is not None and hi > lo else None
         return g, g100, "human"
-    if verdict.get("score") is None:
+    if verdict.score is None:
         return None, None, ""
-    return verdict["score"], verdict.get("score_100"), "model"
+    return verdict.score, verdict.score_100, "model"

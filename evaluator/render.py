@@ -1,11 +1,19 @@
-"""Readable console output of a verdict (rich)."""
+"""Readable console output (rich): a verdict, a bank question, the progress bar of a batch."""
 
 from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
+from .key_points import key_points_of
 from .models import Question, Verdict
+from .resources import LoadedEvalSet
+
+if TYPE_CHECKING:
+    from .batch import Progress
 
 
 def print_verdict(v: Verdict, q: Question, console: Console | None = None) -> None:
@@ -49,3 +57,68 @@ def print_verdict(v: Verdict, q: Question, console: Console | None = None) -> No
         f"{u.seconds:.1f} s; judge {v.provenance.judge_backend}:{v.provenance.judge_model} "
         f"({v.provenance.judge_mode}); rubric {v.provenance.rubric_id} v{v.provenance.rubric_version}[/dim]"
     )
+
+
+def print_question(les: LoadedEvalSet, q: Question, console: Console | None = None) -> None:
+    c = console or Console()
+    c.print(f"[bold]{q.id}[/bold]  ({les.eval_set.id}, {q.level.value}, {q.topic}, rubric {les.rubric_id_for(q)})")
+    c.print(f"\n[bold]Question[/bold]\n{q.question}")
+    for i, r in enumerate(q.references, 1):
+        c.print(f"\n[bold]Reference {i}[/bold]\n{r}")
+    source = "" if q.key_points else " (derived from the reference: list them under key_points to edit)"
+    c.print(f"\n[bold]Key points[/bold]{source}", markup=True)
+    for i, k in enumerate(key_points_of(q), 1):
+        c.print(f"  {i}. {k}", markup=False)
+    if q.red_flags:
+        c.print("\n[bold]Red flags[/bold]")
+        for f in q.red_flags:
+            c.print(f"  - [red]{f.id}[/red] ({f.effect.value} {f.value:g}): {f.description}")
+            if f.claim:
+                c.print(f"      claim: {f.claim}", markup=False)
+    for e in q.exemplars:
+        c.print(f"\n[bold]Exemplar ({e.band.value}, {e.score_range[0]:g}-{e.score_range[1]:g})[/bold]\n{e.answer}")
+
+
+class ProgressBar:
+    """A rich progress bar, shown from grading's first progress report (after the CSV's warnings and rejected
+    rows are printed) until the block ends."""
+
+    def __enter__(self) -> ProgressBar:
+        self.bar = None
+        return self
+
+    def update(self, p: Progress) -> None:
+        if self.bar is None:  # the report before the first row: the bar starts empty
+            self._start(p)
+            return
+        secs = max(1e-6, time.perf_counter() - self.t0)
+        self.bar.update(
+            self.task,
+            completed=p.done,
+            rate=f"{(p.done - self.start_done) / secs:.2f} rows/s",
+            extra=f"{p.prompt_tokens + p.completion_tokens} tok ${p.cost:.4f} review:{p.flagged}",
+        )
+
+    def _start(self, p: Progress) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("grading"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[extra]}"),
+            transient=False,
+            # Each redraw takes a core from llama.cpp's threads, which stall when one is preempted: 2 redraws/s
+            # instead of rich's default of 10 still looks live.
+            refresh_per_second=2,
+        )
+        self.bar.start()
+        self.task = self.bar.add_task("grade", total=p.total, rate="", extra="")
+        self.t0 = time.perf_counter()
+        self.start_done = p.done
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()

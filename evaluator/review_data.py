@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import DataNotFoundError, EvaluatorError
 from .human_grades import GradeEntry, GradeInputError, HumanGrades, UnknownAnswerError, final_grade, store_path
-from .models import Question
+from .models import Question, Verdict
 from .outputs import scorecards
 from .resources import LoadedEvalSet, Resources
 
@@ -48,6 +48,7 @@ class Answer:
     final: float | None = None
     final_100: float | None = None
     final_source: str = ""
+    verdict: Verdict | None = None  # `v`, typed: what final grades and scorecards read
 
     @property
     def flagged(self) -> bool:
@@ -179,6 +180,7 @@ class Folder:
                 v=v,
                 human=None,
                 question=les.by_id.get(r["question_id"]) if les else None,
+                verdict=Verdict.model_validate(v) if v else None,
             )
             if v and v.get("status") == "scored":
                 a.spread = score_spread(v, weights.get(v["provenance"]["rubric_id"]))
@@ -190,23 +192,13 @@ class Folder:
         answers = []
         for b in base:
             a = replace(b, human=human.get(b.key))
-            a.final, a.final_100, a.final_source = final_grade(a.v, a.human)
+            a.final, a.final_100, a.final_source = final_grade(a.verdict, a.human)
             answers.append(a)
         les = self._les
-        recs = [
-            {
-                "candidate_id": a.candidate_id,
-                "question_id": a.question_id,
-                "status": a.status,
-                "v": a.v,
-                "human": a.human,
-            }
-            for a in answers
-        ]
         return Snapshot(
             answers=answers,
             by_key={a.key: a for a in answers},
-            cards=scorecards(recs, les, self.advance_at, self.reject_below) if les else [],
+            cards=scorecards(answers, les, self.advance_at, self.reject_below) if les else [],
             queue=review_order(answers),
             extra_columns=sorted({k for a in answers for k in a.extra}),
             eval_set=les,

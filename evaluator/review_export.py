@@ -31,8 +31,8 @@ HEADER = [
 
 def export(folder: Folder, path: Path) -> list[Path]:
     """Writes `path` and regenerates the folder's outputs; returns the paths written."""
-    from .batch import Rejected, ResultStore
     from .outputs import write_outputs
+    from .store import Rejected, ResultStore
 
     snap = folder.snapshot()
     if snap.eval_set is None:

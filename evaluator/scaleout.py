@@ -1,18 +1,23 @@
 """Scale-out past one machine: export judge requests in the OpenAI Batch API format (also read by
-vLLM's run-batch) and ingest the responses into the same results store and outputs."""
+vLLM's run-batch) and ingest the responses into the same results store and outputs (`import_responses`)."""
 
 from __future__ import annotations
 
-import argparse
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
+from .config import DEFAULT_ADVANCE_AT, DEFAULT_EMBEDDER, DEFAULT_EVAL_SET, DEFAULT_REJECT_BELOW, resolve_judge_settings
 from .errors import ValidationError
 from .judges import Judge, JudgeReplyError, levels_from_logprobs
 from .models import JudgeOutput, Usage
+from .outputs import write_outputs
 from .resources import LoadedEvalSet, Resources
 from .scoring import Evaluator
+from .store import STORE_NAME, ResultStore, StoreCounts, summarise
 
 
 def request_line(ev: Evaluator, les: LoadedEvalSet, key: str, qid: str, answer: str) -> dict:
@@ -52,27 +57,54 @@ def export_batch(ev: Evaluator, les: LoadedEvalSet, rows, path: Path) -> int:
     return len(rows)
 
 
+@dataclass
+class _Reply:
+    """One response line: the reply's text, or why there is none that can be used."""
+
+    content: str | None
+    usage: Usage
+    error: str | None
+    model: str = ""
+    reads: list = field(default_factory=list)
+
+
 class _ReplayBackend:
-    """Serves one recorded reply; a re-ask is impossible offline, so a bad reply ends unscored."""
+    """Serves the recorded reply of the row being imported, looked up by its custom_id; a re-ask is impossible
+    offline, so a bad reply ends unscored."""
 
     name = "openai-batch"
 
-    def __init__(self, model: str, content: str | None, usage: Usage, error: str | None, reads=None):
-        self.model = model
-        self.content, self.usage, self.error = content, usage, error
-        self.reads = reads or []
+    def __init__(self, model: str, replies: dict[str, _Reply]):
+        self.default_model = model
+        self.replies = replies
+        self.key: str | None = None
         self.used = False
+
+    @property
+    def model(self) -> str:
+        reply = self.replies.get(self.key)
+        return (reply.model if reply else "") or self.default_model
+
+    @contextmanager
+    def replaying(self, key: str) -> Iterator[None]:
+        """Judge calls inside the block are answered from the reply of `key`."""
+        self.key, self.used = key, False
+        try:
+            yield
+        finally:
+            self.key = None
 
     def read_digits(self, messages, digits):
         raise JudgeReplyError("batch replies carry structured verdicts only")
 
     def complete_json(self, chat, schema):
-        if self.error:
-            raise JudgeReplyError(self.error)
+        reply = self.replies[self.key]
+        if reply.error:
+            raise JudgeReplyError(reply.error)
         if self.used:
             raise JudgeReplyError("the batch reply was invalid and no re-ask is possible in an imported batch")
         self.used = True
-        return self.content or "", self.usage, self.reads
+        return reply.content or "", reply.usage, reply.reads
 
 
 def _reads(choice: dict) -> list:
@@ -88,7 +120,7 @@ def _reads(choice: dict) -> list:
     return levels_from_logprobs([ns(t) for t in content])
 
 
-def _parse_response_line(line: str, lineno: int, path: Path) -> tuple[str, str | None, Usage, str | None, str, list]:
+def _parse_response_line(line: str, lineno: int, path: Path) -> tuple[str, _Reply]:
     try:
         obj = json.loads(line)
         key = obj["custom_id"]
@@ -97,75 +129,102 @@ def _parse_response_line(line: str, lineno: int, path: Path) -> tuple[str, str |
     resp = obj.get("response") or {}
     if obj.get("error") or resp.get("status_code", 200) != 200:
         err = obj.get("error") or {"status_code": resp.get("status_code")}
-        return key, None, Usage(), f"batch request failed: {json.dumps(err)[:200]}", "", []
+        return key, _Reply(None, Usage(), f"batch request failed: {json.dumps(err)[:200]}")
     body = resp.get("body") or {}
     try:
         choice = body["choices"][0]
         content = choice["message"]["content"]
     except (KeyError, IndexError, TypeError):
-        return key, None, Usage(), "batch response has no choices[0].message.content", "", []
+        return key, _Reply(None, Usage(), "batch response has no choices[0].message.content")
     if choice.get("finish_reason") == "length":
-        return key, content, Usage(), "the reply was truncated at max_tokens", body.get("model", ""), []
+        return key, _Reply(content, Usage(), "the reply was truncated at max_tokens", body.get("model", ""))
     u = body.get("usage") or {}
     usage = Usage(calls=1, prompt_tokens=u.get("prompt_tokens", 0), completion_tokens=u.get("completion_tokens", 0))
-    return key, content, usage, None, body.get("model", ""), _reads(choice)
+    return key, _Reply(content, usage, None, body.get("model", ""), _reads(choice))
 
 
-def import_batch(a: argparse.Namespace) -> int:
-    from .batch import ResultStore, summarise
-    from .config import resolve_judge_settings
-    from .outputs import write_outputs
-    from .scoring import build_evaluator
-
-    out = Path(a.out)
-    store_path = out / "results.sqlite3"
-    if not store_path.exists():
-        raise ValidationError(f"{out}: no results store; export the batch first with grade --export-batch --out {out}")
-    store = ResultStore(store_path)
-    rows = {r["key"]: r for r in store.all()}
-    path = Path(a.responses)
-    meta_candidates = list(out.glob("*.meta.json")) + list(path.parent.glob("*.meta.json"))
-    meta = json.loads(meta_candidates[0].read_text()) if meta_candidates else {}
-    settings = resolve_judge_settings(
-        "openai",
-        model=(meta.get("judge") or {}).get("model") or "batch",
-        api_key="unused",
-        base_url="http://127.0.0.1:9",
-    )
-    # Similarity figures come from the embedder the batch was exported with (not always the default).
-    ev = build_evaluator(
-        data_dir=a.data_dir,
-        settings=settings,
-        use_cache=False,
-        explain=False,
-        embedder=meta.get("embedder") or "minilm",
-    )
-    res: Resources = ev.resources
-    les = res.load_eval_set(meta.get("eval_set") or "ml-screening")
-    seen = 0
+def _read_responses(path: Path, keys: set[str]) -> tuple[dict[str, _Reply], int, list[str]]:
+    """The replies to rows in `keys` by custom_id (the last one where an id repeats), how many response lines
+    matched a row, and the custom_ids that match none. A malformed line raises before anything is imported."""
+    replies: dict[str, _Reply] = {}
+    matched = 0
     unknown = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            key, content, usage, error, model, reads = _parse_response_line(line, lineno, path)
-            if key not in rows:
+            key, reply = _parse_response_line(line, lineno, path)
+            if key not in keys:
                 unknown.append(key)
                 continue
-            r = rows[key]
-            backend = _ReplayBackend(model or settings.model or "batch", content, usage, error, reads)
-            ev.judge = Judge(backend=backend, settings=settings, mode="structured", explain_default=False)
-            v = ev.score(les, les.by_id[r["question_id"]], r["answer"])
-            if error and v.status == "unscored":
-                v.raw_reply = content
-            store.save(key, v)
-            seen += 1
-    paths = write_outputs(store, les, res, out, a.advance_at, a.reject_below)
-    s = summarise(store)
-    print(
-        f"imported {seen} responses: {s['scored']} scored, {s['unscored']} unscored, {s['pending']} still pending"
-        + (f"; {len(unknown)} responses matched no exported row (e.g. {unknown[0]})" if unknown else "")
+            replies[key] = reply
+            matched += 1
+    return replies, matched, unknown
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    """What `import_responses` did: response lines imported, the store's rows by outcome afterwards, the
+    custom_ids that match no exported row, and the outputs written."""
+
+    imported: int
+    counts: StoreCounts
+    unknown: list[str]
+    paths: list[Path]
+
+    @property
+    def scored(self) -> int:
+        return self.counts.scored
+
+    @property
+    def unscored(self) -> int:
+        return self.counts.unscored
+
+    @property
+    def pending(self) -> int:
+        return self.counts.pending
+
+
+def _replay_evaluator(data_dir: str | Path | None, meta: dict, backend: _ReplayBackend) -> Evaluator:
+    """An evaluator that judges with the recorded replies: structured mode, no cache, no explanation pass, the
+    settings the batch was exported for (its model and endpoint) and its embedder (similarity depends on it)."""
+    exported = meta.get("judge") or {}
+    settings = resolve_judge_settings("openai", model=backend.default_model, base_url=exported.get("base_url"))
+    return Evaluator(
+        resources=Resources.locate(data_dir),
+        judge=Judge(backend=backend, settings=settings, mode="structured", explain_default=False),
+        embedder_name=meta.get("embedder") or DEFAULT_EMBEDDER,
+        explain=False,
     )
-    for p in paths:
-        print(f"wrote {p}")
-    return 0
+
+
+def import_responses(
+    out_dir: str | Path,
+    responses_path: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    advance_at: float = DEFAULT_ADVANCE_AT,
+    reject_below: float = DEFAULT_REJECT_BELOW,
+) -> ImportSummary:
+    """Grades the rows of a folder exported with `grade --export-batch` from the batch's responses (OpenAI Batch
+    API or vLLM run-batch output), saves the verdicts in its results store and rewrites its outputs."""
+    out, path = Path(out_dir), Path(responses_path)
+    if not (out / STORE_NAME).exists():
+        raise ValidationError(f"{out}: no results store; export the batch first with grade --export-batch --out {out}")
+    store = ResultStore(out / STORE_NAME)
+    rows = {r.key: r for r in store.all()}
+    replies, matched, unknown = _read_responses(path, set(rows))
+    meta_candidates = list(out.glob("*.meta.json")) + list(path.parent.glob("*.meta.json"))
+    meta = json.loads(meta_candidates[0].read_text()) if meta_candidates else {}
+    backend = _ReplayBackend((meta.get("judge") or {}).get("model") or "batch", replies)
+    ev = _replay_evaluator(data_dir, meta, backend)
+    les = ev.resources.load_eval_set(meta.get("eval_set") or DEFAULT_EVAL_SET)
+    for key, reply in replies.items():
+        r = rows[key]
+        with backend.replaying(key):
+            v = ev.score(les, les.by_id[r.question_id], r.answer)
+        if reply.error and v.status == "unscored":
+            v.raw_reply = reply.content
+        store.save(key, v)
+    paths = write_outputs(store, les, ev.resources, out, advance_at, reject_below)
+    return ImportSummary(matched, summarise(store), unknown, paths)

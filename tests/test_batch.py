@@ -462,7 +462,7 @@ def test_chunks_cover_every_row_and_end_small():
 
 
 def _rows(n: int):
-    from evaluator.batch import Row
+    from evaluator.store import Row
 
     return [
         Row(f"c{i}|overfitting", i + 2, f"c{i}", "overfitting", "", f"Answer number {i} about noise.") for i in range(n)

@@ -415,7 +415,8 @@ def test_sigint_with_the_minilm_embedder_does_not_abort(tmp_path):
 def test_a_stopped_batch_saves_the_rows_that_finished_and_joins_the_embedding_thread(fake_evaluator, resources):
     import threading
 
-    from evaluator.batch import Progress, ResultStore, Row, grade_rows
+    from evaluator.batch import Progress, grade_rows
+    from evaluator.store import ResultStore, Row
 
     les = resources.load_eval_set("ml-screening")
     rows = [Row(f"c{i}|overfitting", i + 2, f"c{i}", "overfitting", "", f"Answer {i} about noise.") for i in range(300)]
@@ -430,7 +431,7 @@ def test_a_stopped_batch_saves_the_rows_that_finished_and_joins_the_embedding_th
 
     grade_rows(fake_evaluator, les, rows, store, 2, progress, on_done, stop)
     assert 20 <= progress.done < 300
-    assert sum(r["status"] != "pending" for r in store.all()) == progress.done
+    assert sum(r.status != "pending" for r in store.all()) == progress.done
     assert not [t for t in threading.enumerate() if t.name == "embed-ahead"]
 
 

@@ -446,7 +446,7 @@ def test_local_server_refuses_other_host_names(folder):
 
 
 def test_review_cli_errors_and_loopback():
-    from evaluator.review_cmd import is_loopback
+    from evaluator.review_app import is_loopback
 
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4")
