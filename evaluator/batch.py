@@ -17,10 +17,10 @@ from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .backends import JudgeAborted, JudgeUnavailableError, is_final
 from .config import DEFAULT_CONCURRENCY
 from .csvio import read_csv
 from .errors import InputError, ValidationError
-from .judges import JudgeAborted, JudgeUnavailableError, is_final
 from .models import Verdict
 from .resources import LoadedEvalSet, unknown_question_message
 from .scoring import Evaluator, build_evaluator
@@ -634,7 +634,7 @@ def _dry_run(ev: Evaluator, les: LoadedEvalSet, rows: list[Row], a) -> int:
         q = les.by_id[r.question_id]
         rubric = ev.resources.rubric(les.rubric_id_for(q)).rubric
         text = ev.render_prompt(les, q, r.answer)
-        n = ev.judge.read_count(q, rubric)
+        n = len(ev.judge.read_plan(q, rubric, r.answer, ev.prompts))
         calls += n
         tokens += n * len(text) // 4
     cost = tokens * a.price_in / 1e6

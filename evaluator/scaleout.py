@@ -8,9 +8,12 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+from .backends import Backend, DigitRead, JudgeReplyError
 from .errors import ValidationError
-from .judges import Judge, JudgeReplyError, levels_from_logprobs
+from .judges import Judge
 from .models import JudgeOutput, Usage
+from .openai_backend import levels_from_logprobs, request_body
+from .prompts import Messages
 from .resources import LoadedEvalSet, Resources
 from .scoring import Evaluator
 
@@ -20,22 +23,7 @@ def request_line(ev: Evaluator, les: LoadedEvalSet, key: str, qid: str, answer: 
     rubric = ev.resources.rubric(les.rubric_id_for(q)).rubric
     text, _ = ev.prepare_answer(answer)
     msgs = ev.prompts.structured(q, rubric, text)
-    s = ev.judge.settings
-    body = {
-        "model": s.model,
-        "messages": msgs.as_chat(),
-        "temperature": s.temperature,
-        "max_tokens": s.max_tokens,
-        # Level probabilities where the batch endpoint gives them, as in live structured grading.
-        "logprobs": True,
-        "top_logprobs": 5,
-        "response_format": {
-            "type": "json_schema",
-            "json_schema": {"name": "verdict", "schema": JudgeOutput.model_json_schema()},
-        },
-    }
-    if s.seed is not None:
-        body["seed"] = s.seed
+    body = request_body(ev.judge.settings, msgs.as_chat(), JudgeOutput.model_json_schema())
     return {"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body}
 
 
@@ -52,7 +40,7 @@ def export_batch(ev: Evaluator, les: LoadedEvalSet, rows, path: Path) -> int:
     return len(rows)
 
 
-class _ReplayBackend:
+class _ReplayBackend(Backend):
     """Serves one recorded reply; a re-ask is impossible offline, so a bad reply ends unscored."""
 
     name = "openai-batch"
@@ -63,10 +51,10 @@ class _ReplayBackend:
         self.reads = reads or []
         self.used = False
 
-    def read_digits(self, messages, digits):
+    def read_digits(self, messages: Messages, digits: list[str]) -> tuple[DigitRead, Usage]:
         raise JudgeReplyError("batch replies carry structured verdicts only")
 
-    def complete_json(self, chat, schema):
+    def complete_json(self, chat: list[dict], schema: dict) -> tuple[str, Usage, list[DigitRead]]:
         if self.error:
             raise JudgeReplyError(self.error)
         if self.used:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .backends import is_final
 from .cache import VerdictCache, cache_key
 from .config import DEFAULT_MAX_ANSWER_CHARS, JudgeSettings, cache_dir, resolve_judge_settings
 from .embeddings import Embedder, bank_vectors_path, get_embedder, read_bank_vectors
@@ -33,7 +34,7 @@ from .grade_model import (
     unfitted_fraction_sd,
 )
 from .guards import evidence_supported, injection_spans, sanitised_variants, strip_invisible
-from .judges import CriterionOut, FlagOut, Judge, JudgeResult, is_final, key_point_plan, make_judge
+from .judges import CriterionOut, FlagOut, Judge, JudgeResult, make_judge
 from .key_points import best_sentences, key_points_of
 from .models import (
     CriterionResult,
@@ -285,22 +286,11 @@ class Evaluator:
         )
 
     def render_prompt(self, les: LoadedEvalSet, q: Question, answer: str) -> str:
-        lr = self.resources.rubric(les.rubric_id_for(q))
+        """The prompt of one judge call of this answer: the overall reading (holistic, else the first view) where
+        the read plan has one, as --dry-run has always shown, else the first call."""
         text, _ = self.prepare_answer(answer)
-        if self.judge.mode == "probability":
-            r = lr.rubric
-            if r.scoring == "key_points":
-                points = key_points_of(q)
-                ask, kw, _digits = key_point_plan(q, points, r)[0]
-                msgs = self.prompts.point_read(q, points, text, ask, **kw)
-            elif r.holistic:
-                msgs = self.prompts.holistic_read(q, r, text)
-            elif r.views:
-                msgs = self.prompts.view_read(q, r, text, r.views[0])
-            else:
-                msgs = self.prompts.criterion_read(q, r, text, r.criteria[0])
-            return msgs.text()
-        return self.prompts.structured(q, lr.rubric, text).text()
+        plan = self.judge.read_plan(q, self.resources.rubric(les.rubric_id_for(q)).rubric, text, self.prompts)
+        return next((r for r in plan if r.kind in ("holistic", "view")), plan[0]).messages.text()
 
     # -- scoring
 
