@@ -371,7 +371,7 @@ def judge_alone_secs(bank: Path, rows: list[dict]) -> float:
     t0 = time.perf_counter()
     for i in order:
         q = les.by_id[rows[i]["question_id"]]
-        rubric = ev.resources.rubric(les.rubric_id_for(q)).rubric
+        rubric = ev.resources.rubric_for(les, q).rubric
         result = ev.judge.judge(q, rubric, ev.prepare_answer(rows[i]["answer"])[0], ev.prompts)
         if result.status != "scored":
             raise RuntimeError(f"the judge alone did not score row {i}: {result.reason}")

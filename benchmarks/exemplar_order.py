@@ -40,7 +40,7 @@ def main() -> None:
     t0 = time.perf_counter()
     with open(out, "a", encoding="utf-8") as f:
         for q in qs:
-            rubric = ev.resources.rubric(les.rubric_id_for(q)).rubric
+            rubric = ev.resources.rubric_for(les, q).rubric
             for e in q.exemplars:
                 if (q.id, e.band.value) in done:
                     continue

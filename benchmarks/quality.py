@@ -140,7 +140,7 @@ def collect_anchors(name: str) -> None:
         for q in les.eval_set.questions:
             if q.id in done or q.id not in wanted:
                 continue
-            a = ev.anchors(q, ev.resources.rubric(les.rubric_id_for(q)).rubric)
+            a = ev.anchors(q, ev.resources.rubric_for(les, q).rubric)
             rec = {"qid": q.id, "reference_words": len(q.references[0].split())}
             f.write(json.dumps(rec | {"anchors": dataclasses.asdict(a) if a else None}) + "\n")
             f.flush()

@@ -11,9 +11,9 @@ from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .backends import JudgeAborted, JudgeUnavailableError
 from .config import DEFAULT_ADVANCE_AT, DEFAULT_CONCURRENCY, DEFAULT_EVAL_SET, DEFAULT_REJECT_BELOW
 from .intake import Loaded, load_answers
-from .judges import JudgeAborted, JudgeUnavailableError
 from .models import Verdict
 from .outputs import write_outputs
 from .resources import LoadedEvalSet
@@ -36,9 +36,9 @@ def estimate(ev: Evaluator, les: LoadedEvalSet, rows: list[Row]) -> tuple[int, i
     tokens = 0
     for r in rows:
         q = les.by_id[r.question_id]
-        rubric = ev.resources.rubric(les.rubric_id_for(q)).rubric
+        rubric = ev.resources.rubric_for(les, q).rubric
         text = ev.render_prompt(les, q, r.answer)
-        n = ev.judge.read_count(q, rubric)
+        n = len(ev.judge.read_plan(q, rubric, r.answer, ev.prompts))
         calls += n
         tokens += n * len(text) // 4
     return calls, tokens
@@ -209,9 +209,7 @@ class _Pool:
         self.aborted = True
         for f in self.running:
             f.cancel()
-        abort = getattr(self.ev.judge.backend, "abort", None)
-        if abort:
-            abort()
+        self.ev.judge.backend.abort()
 
 
 def chunk_sizes(n: int, largest: int = 512, smallest: int = 64) -> list[int]:

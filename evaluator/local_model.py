@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .backends import AnswerRefusedError, Backend, DigitRead, JudgeReplyError, distribution
 from .config import cache_dir
 from .errors import ModelInstallError
-from .judges import AnswerRefusedError, DigitRead, JudgeReplyError, Usage, distribution
+from .models import Usage
 from .prompts import Messages
 
 DEFAULT_MODEL_NAME = "qwen2.5-coder-1.5b-instruct-q4_k_m"
@@ -80,7 +81,7 @@ def default_model_path(progress=None) -> Path:
     return target
 
 
-class LocalBackend:
+class LocalBackend(Backend):
     """llama-cpp-python in process. One model per process, shared across threads under a lock."""
 
     name = "local"

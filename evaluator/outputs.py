@@ -67,7 +67,7 @@ def _criterion_ids(les: LoadedEvalSet, resources: Resources) -> list[str]:
     """Every criterion of the eval set's rubrics, in the order they first appear: one level column each."""
     ids: list[str] = []
     for q in les.eval_set.questions:
-        for c in resources.rubric(les.rubric_id_for(q)).rubric.criteria:
+        for c in resources.rubric_for(les, q).rubric.criteria:
             if c.id not in ids:
                 ids.append(c.id)
     return ids

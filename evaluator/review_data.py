@@ -223,7 +223,7 @@ class Folder:
         if a.scale:
             return a.scale
         if a.question is not None and snap.eval_set is not None and self.resources is not None:
-            s = self.resources.rubric(snap.eval_set.rubric_id_for(a.question)).rubric.scale
+            s = self.resources.rubric_for(snap.eval_set, a.question).rubric.scale
             return s.min, s.max
         raise GradeInputError(f"answer {key!r} has no verdict and its rubric is unknown, so its scale is unknown")
 

@@ -10,11 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
+from .backends import Backend, DigitRead, JudgeReplyError
 from .config import DEFAULT_ADVANCE_AT, DEFAULT_EMBEDDER, DEFAULT_EVAL_SET, DEFAULT_REJECT_BELOW, resolve_judge_settings
 from .errors import ValidationError
-from .judges import Judge, JudgeReplyError, levels_from_logprobs
+from .judges import Judge
 from .models import JudgeOutput, Usage
+from .openai_backend import levels_from_logprobs, request_body
 from .outputs import write_outputs
+from .prompts import Messages
 from .resources import LoadedEvalSet, Resources
 from .scoring import Evaluator
 from .store import STORE_NAME, ResultStore, StoreCounts, summarise
@@ -22,25 +25,10 @@ from .store import STORE_NAME, ResultStore, StoreCounts, summarise
 
 def request_line(ev: Evaluator, les: LoadedEvalSet, key: str, qid: str, answer: str) -> dict:
     q = les.by_id[qid]
-    rubric = ev.resources.rubric(les.rubric_id_for(q)).rubric
+    rubric = ev.resources.rubric_for(les, q).rubric
     text, _ = ev.prepare_answer(answer)
     msgs = ev.prompts.structured(q, rubric, text)
-    s = ev.judge.settings
-    body = {
-        "model": s.model,
-        "messages": msgs.as_chat(),
-        "temperature": s.temperature,
-        "max_tokens": s.max_tokens,
-        # Level probabilities where the batch endpoint gives them, as in live structured grading.
-        "logprobs": True,
-        "top_logprobs": 5,
-        "response_format": {
-            "type": "json_schema",
-            "json_schema": {"name": "verdict", "schema": JudgeOutput.model_json_schema()},
-        },
-    }
-    if s.seed is not None:
-        body["seed"] = s.seed
+    body = request_body(ev.judge.settings, msgs.as_chat(), JudgeOutput.model_json_schema())
     return {"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body}
 
 
@@ -68,7 +56,7 @@ class _Reply:
     reads: list = field(default_factory=list)
 
 
-class _ReplayBackend:
+class _ReplayBackend(Backend):
     """Serves the recorded reply of the row being imported, looked up by its custom_id; a re-ask is impossible
     offline, so a bad reply ends unscored."""
 
@@ -94,10 +82,12 @@ class _ReplayBackend:
         finally:
             self.key = None
 
-    def read_digits(self, messages, digits):
+    def read_digits(self, messages: Messages, digits: list[str]) -> tuple[DigitRead, Usage]:
         raise JudgeReplyError("batch replies carry structured verdicts only")
 
-    def complete_json(self, chat, schema):
+    def complete_json(self, chat: list[dict], schema: dict) -> tuple[str, Usage, list[DigitRead]]:
+        if self.key is None:
+            raise JudgeReplyError("no batch reply is being replayed")
         reply = self.replies[self.key]
         if reply.error:
             raise JudgeReplyError(reply.error)

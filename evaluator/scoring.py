@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ._version import __version__
+from .backends import is_final
 from .cache import VerdictCache, cache_key
 from .config import DEFAULT_EMBEDDER, DEFAULT_MAX_ANSWER_CHARS, JudgeSettings, cache_dir, resolve_judge_settings
 from .criteria_verdict import criteria_verdict
@@ -25,7 +26,7 @@ from .embeddings import CachedEmbedder, bank_vectors_path, get_embedder, read_ba
 from .errors import InputError
 from .grade_model import MODEL_FILE, Anchors, GradeModel, load_grade_model
 from .guards import injection_spans, sanitised_variants, strip_invisible
-from .judges import Judge, JudgeResult, is_final, key_point_plan, make_judge
+from .judges import Judge, JudgeResult, make_judge
 from .key_point_verdict import key_point_verdict
 from .key_points import best_sentences, key_points_of
 from .mapping import Mapping, load_mapping, reading_of
@@ -171,22 +172,11 @@ class Evaluator:
         )
 
     def render_prompt(self, les: LoadedEvalSet, q: Question, answer: str) -> str:
-        lr = self.resources.rubric_for(les, q)
+        """The prompt of one judge call of this answer: the overall reading (holistic, else the first view) where
+        the read plan has one, as --dry-run has always shown, else the first call."""
         text, _ = self.prepare_answer(answer)
-        if self.judge.mode == "probability":
-            r = lr.rubric
-            if r.scoring == "key_points":
-                points = key_points_of(q)
-                ask, kw, _digits = key_point_plan(q, points, r)[0]
-                msgs = self.prompts.point_read(q, points, text, ask, **kw)
-            elif r.holistic:
-                msgs = self.prompts.holistic_read(q, r, text)
-            elif r.views:
-                msgs = self.prompts.view_read(q, r, text, r.views[0])
-            else:
-                msgs = self.prompts.criterion_read(q, r, text, r.criteria[0])
-            return msgs.text()
-        return self.prompts.structured(q, lr.rubric, text).text()
+        plan = self.judge.read_plan(q, self.resources.rubric_for(les, q).rubric, text, self.prompts)
+        return next((r for r in plan if r.kind in ("holistic", "view")), plan[0]).messages.text()
 
     # -- scoring
 

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .backends import is_final
 from .csvio import write_csv
-from .judges import is_final
 from .models import Verdict
 
 STORE_NAME = "results.sqlite3"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import sqlite3
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -383,6 +385,47 @@ def test_export_and_import_batch(tmp_path, capsys):
             assert all(c["probability_source"] == "top_logprobs" for c in v["criteria"])
             compared += 1
     assert compared == 7
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """Keeps each request body it is sent (in `server.bodies`) and answers with an empty JSON object."""
+
+    def log_message(self, format, *args):  # noqa: A002 - quiet
+        pass
+
+    def do_POST(self):  # noqa: N802
+        self.server.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        message = {"role": "assistant", "content": "{}"}
+        reply = {"id": "r", "object": "chat.completion", "created": 0, "model": "m"}
+        reply["choices"] = [{"index": 0, "message": message, "finish_reason": "stop"}]
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def test_an_exported_request_is_what_live_grading_sends(tmp_path):
+    """Each Batch API line carries the very body live structured grading sends for that answer."""
+    out = tmp_path / "out"
+    out.mkdir()
+    requests_path = out / "requests.jsonl"
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    srv.bodies = []
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    try:
+        assert grade(EXAMPLES, out, "--export-batch", str(requests_path), judge=openai_judge(url)) == 0
+        assert srv.bodies == []
+        assert grade(EXAMPLES, tmp_path / "live", "--no-cache", judge=openai_judge(url)) == 0
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    exported = [json.loads(x)["body"] for x in requests_path.read_text(encoding="utf-8").splitlines()]
+    assert len(exported) == 10
+    for body in exported:
+        assert body in srv.bodies
 
 
 # ---------------------------------------------------------------- the fake server itself

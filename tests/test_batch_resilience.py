@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from evaluator import judges
+from evaluator import openai_backend
+from evaluator.backends import ANSWER_REFUSED
 from evaluator.cli import main
 from evaluator.resources import Resources
 from fake_server import serve
@@ -83,7 +84,7 @@ def closed_port_url() -> str:
 @pytest.fixture
 def no_backoff(monkeypatch):
     """Retries happen as in production, without waiting out the backoff."""
-    monkeypatch.setattr(judges.OpenAIBackend, "_pause", lambda self, s: None, raising=False)
+    monkeypatch.setattr(openai_backend.OpenAIBackend, "_pause", lambda self, s: None, raising=False)
 
 
 # ---------------------------------------------------------------- 1. every reply shape is survived
@@ -114,7 +115,7 @@ def test_a_reply_unusable_every_time_is_unscored_retryable_and_regraded_on_rerun
     with serve(faults={"html": 1.0}) as url:
         assert grade(src, out, *endpoint(url, "--mode", "probability")) == 0
         # Each read is asked a bounded number of times, then the row is left unscored.
-        assert url.server.requests == 3 * judges.UNUSABLE_ATTEMPTS
+        assert url.server.requests == 3 * openai_backend.UNUSABLE_ATTEMPTS
         rows = read_rows(out / "results.csv")
         assert all(r["status"] == "unscored" and "unusable after 3 attempts" in r["reason"] for r in rows)
         assert cached(tmp_path) == 0
@@ -159,7 +160,7 @@ def test_a_server_closing_every_connection_trips_the_breaker(tmp_path, capsys, n
         requests = url.server.requests
     assert rc != 0
     # Not 5 attempts per row: the breaker opens after BREAKER_FAILURES in a row (plus the requests in flight).
-    assert requests <= judges.BREAKER_FAILURES + 8
+    assert requests <= openai_backend.BREAKER_FAILURES + 8
     assert "connection attempts in a row failed" in capsys.readouterr().err
 
 
@@ -245,7 +246,7 @@ def test_an_answer_too_long_for_the_judge_is_final_and_cached(tmp_path):
     with serve(context_chars=10000) as url:
         assert grade(src, out, *endpoint(url)) == 0
         rows = {r["candidate_id"]: r for r in read_rows(out / "results.csv")}
-        assert rows["ben"]["status"] == "unscored" and rows["ben"]["reason"].startswith(judges.ANSWER_REFUSED)
+        assert rows["ben"]["status"] == "unscored" and rows["ben"]["reason"].startswith(ANSWER_REFUSED)
         assert "maximum context length" in rows["ben"]["reason"]
         assert rows["ana"]["status"] == rows["cara"]["status"] == "scored"
         assert cached(tmp_path) == 3

@@ -27,9 +27,10 @@ from conftest_vcr import (
     request_json,
     response_json,
 )
-from evaluator import judges, scoring
+from evaluator import openai_backend, scoring
+from evaluator.backends import LEVEL_DIGITS, JudgeReplyError
 from evaluator.config import resolve_judge_settings
-from evaluator.judges import LEVEL_DIGITS, JudgeReplyError, make_judge
+from evaluator.judges import make_judge
 from evaluator.models import JudgeOutput
 from evaluator.prompts import PromptSet
 from evaluator.resources import Resources
@@ -62,7 +63,7 @@ def resources() -> Resources:
 def bank(question_id: str = QUESTION):
     res = resources()
     les, q = res.find_question(question_id)
-    return q, res.rubric(les.rubric_id_for(q)).rubric, PromptSet(res.prompts_dir)
+    return q, res.rubric_for(les, q).rubric, PromptSet(res.prompts_dir)
 
 
 def evaluator(s):
@@ -134,7 +135,8 @@ STRUCTURED_REQUESTS = 2
 
 def test_dialect_auto_falls_back_to_llama_cpp_after_json_schema_500(monkeypatch):
     sleeps: list[float] = []
-    monkeypatch.setattr(judges.OpenAIBackend, "_pause", lambda self, s: sleeps.append(s))  # replay need not wait
+    # Replay need not wait.
+    monkeypatch.setattr(openai_backend.OpenAIBackend, "_pause", lambda self, s: sleeps.append(s))
     q, rubric, prompts = bank()
     judge = make_judge(settings("structured"))
     assert judge.settings.dialect == "auto" and judge.backend.dialect is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from evaluator.judges import ANSWER_REFUSED
+from evaluator.backends import ANSWER_REFUSED
 from evaluator.store import ResultStore, Row, summarise
 
 # The results table as the first version of the store wrote it: no reason, retryable or cache_key columns.
