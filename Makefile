@@ -37,6 +37,7 @@ demo: setup
 test: setup-dev
 	$(BIN)/ruff check evaluator tests benchmarks
 	$(BIN)/ruff format --check evaluator tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -m ""
 
 # The default selection (pyproject's addopts): everything but the tests marked slow.
@@ -46,6 +47,7 @@ test-fast:
 lint:
 	$(BIN)/ruff check evaluator tests benchmarks
 	$(BIN)/ruff format --check evaluator tests benchmarks
+	$(BIN)/mypy
 
 cassettes: setup-dev
 	bash benchmarks/record_cassettes.sh

@@ -237,7 +237,7 @@ def _resampled_totals(
     per_group = np.zeros((counts.shape[1], linear.shape[1] + k * k))
     np.add.at(per_group, codes, np.hstack([linear, confusion]))
     t = counts @ per_group
-    return _Totals(*t[:, :11].T, conf=t[:, 11:].reshape(-1, k, k))
+    return _Totals._make([*t[:, :11].T, t[:, 11:].reshape(-1, k, k)])
 
 
 def _resampled_correlations(

@@ -97,7 +97,7 @@ def distribution(logprobs: dict[str, float], digits: list[str]) -> DigitRead:
     return DigitRead(
         probabilities={d: round(p, 6) for d, p in probs.items()},
         expected=sum(int(d) * p for d, p in probs.items()),
-        argmax=int(max(probs, key=probs.get)),
+        argmax=int(max(probs, key=lambda d: probs[d])),
         source="",
         mass=min(1.0, mass),
     )

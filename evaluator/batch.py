@@ -6,7 +6,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,7 +226,7 @@ def chunk_sizes(n: int, largest: int = 512, smallest: int = 64) -> list[int]:
 
 def embedded_ahead(
     ev: Evaluator, les: LoadedEvalSet, rows: list[Row], stop: threading.Event, sizes: list[int]
-) -> Iterator[Row]:
+) -> Generator[Row, None, None]:
     """Yields `rows` in order once their answers are embedded. The references and key points are encoded first;
     then a background thread encodes the answers (with their sentences, in one pass) `sizes[i]` rows at a time
     while the rows before are judged; it runs at most two steps ahead."""

@@ -8,7 +8,7 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -34,7 +34,7 @@ class MiniLMEmbedder:
     # long answers ~20% faster (benchmarks/batch_throughput.py); the vectors differ by < 2e-7.
     def __init__(self, batch_size: int = 16):
         self.batch_size = batch_size
-        self._model = None
+        self._model: Any = None  # a SentenceTransformer, loaded on first use
         self._lock = threading.Lock()
 
     def _load(self):

@@ -96,7 +96,9 @@ class HumanGrades:
     def close(self) -> None:
         self.conn.close()
 
-    def add(self, key: str, grade: float, note: str, reviewer: str, scale: tuple[float, float]) -> GradeEntry:
+    def add(
+        self, key: str, grade: float | str, note: str | None, reviewer: str | None, scale: tuple[float, float]
+    ) -> GradeEntry:
         """Validates, then appends one grade. The old value is the final grade just before this one, read in the
         same transaction, so of two reviewers saving at once each row names the grade it really replaced."""
         grade, note, reviewer = validate(grade, note, reviewer, scale)
@@ -112,6 +114,7 @@ class HumanGrades:
             last = self.conn.execute(
                 "SELECT grade FROM human_grades WHERE key = ? ORDER BY id DESC LIMIT 1", (key,)
             ).fetchone()
+            source: str | None
             if last is not None:
                 old, source = last[0], "human"
             else:
@@ -127,6 +130,7 @@ class HumanGrades:
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
+        assert cur.lastrowid is not None  # an INSERT always sets it
         return GradeEntry(cur.lastrowid, key, grade, old, source, note, reviewer, at)
 
     def latest(self) -> dict[str, GradeEntry]:
@@ -159,7 +163,9 @@ class HumanGrades:
             return self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM human_grades").fetchone()[0]
 
 
-def validate(grade, note: str | None, reviewer: str | None, scale: tuple[float, float]) -> tuple[float, str, str]:
+def validate(
+    grade: float | str, note: str | None, reviewer: str | None, scale: tuple[float, float]
+) -> tuple[float, str, str]:
     """The cleaned (grade, note, reviewer), or GradeInputError saying which field is wrong and how to fix it."""
     lo, hi = scale
     try:
@@ -210,6 +216,6 @@ def final_grade(verdict: Verdict | None, human: GradeEntry | None) -> tuple[floa
         g = human.grade
         g100 = round(100 * (g - lo) / (hi - lo), 2) if lo is not None and hi is not None and hi > lo else None
         return g, g100, "human"
-    if verdict.score is None:
+    if verdict is None or verdict.score is None:
         return None, None, ""
     return verdict.score, verdict.score_100, "model"

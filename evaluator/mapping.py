@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from .errors import CalibrationError
 
-MAPPING_VERSION = "1"
+MAPPING_VERSION: Literal["1"] = "1"
 
 # Fixed features, in order. One feature per rubric criterion, named CRITERION_PREFIX + id and sorted by id, is
 # inserted after "holistic"; which criteria exist depends on the training rows, so the list lives in the Mapping.
@@ -39,7 +39,7 @@ CRITERION_PREFIX = "criterion:"
 Kind = Literal["isotonic", "ridge", "quadratic"]
 KINDS: tuple[Kind, ...] = get_args(Kind)
 # The ridge kinds and the degree of their feature expansion (see expand()).
-RIDGE_DEGREE: dict[str, int] = {"ridge": 1, "quadratic": 2}
+RIDGE_DEGREE: dict[str, Literal[1, 2]] = {"ridge": 1, "quadratic": 2}
 Row = AnyMapping[str, Any]
 
 

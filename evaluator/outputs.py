@@ -125,16 +125,17 @@ def _scorecard(cand: str, rs: list[Graded], les: LoadedEvalSet, advance_at: floa
     scored = [r.verdict for r in rs if r.verdict is not None and r.verdict.status == "scored"]
     per_level = {}
     for lvl in LEVELS:
-        xs = [r.verdict.score_100 for r in rs if _scored(r) and les.by_id[r.question_id].level.value == lvl]
+        xs = [s for r in rs if les.by_id[r.question_id].level.value == lvl and (s := _score_100(r)) is not None]
         per_level[f"{lvl}_score_100"] = round(mean(xs), 1) if xs else None
     # The final grade: a reviewer's where there is one, else the model's. The recommendation follows it.
     finals = [f for f in (final_grade(r.verdict, r.human)[1] for r in rs) if f is not None]
     final_overall = round(mean(finals), 1) if finals else None
     pending = sum(r.status == "pending" for r in rs)
+    overall = [s for r in rs if (s := _score_100(r)) is not None]
     unreviewed = sum(_flagged(r) and r.human is None for r in rs)
     return {
         "candidate_id": cand,
-        "overall_score_100": round(mean(v.score_100 for v in scored), 1) if scored else None,
+        "overall_score_100": round(mean(overall), 1) if overall else None,
         **per_level,
         "questions_answered": len(rs),
         "scored": len(scored),
@@ -150,6 +151,12 @@ def _scorecard(cand: str, rs: list[Graded], les: LoadedEvalSet, advance_at: floa
 
 def _scored(r: Graded) -> bool:
     return r.verdict is not None and r.verdict.status == "scored"
+
+
+def _score_100(r: Graded) -> float | None:
+    """The model's score /100 of a scored answer, else None."""
+    v = r.verdict
+    return v.score_100 if v is not None and v.status == "scored" else None
 
 
 def _flagged(r: Graded) -> bool:
@@ -180,11 +187,12 @@ def _charts(scored: list[Record]) -> list[str]:
     if not scored:
         return []
     per_q: dict[str, list[float]] = {}
-    for r in scored:
-        per_q.setdefault(r.question_id, []).append(r.verdict.score_100)
+    values = [(r.question_id, s) for r in scored if (s := _score_100(r)) is not None]
+    for qid, s in values:
+        per_q.setdefault(qid, []).append(s)
     qs = sorted(per_q, key=lambda k: mean(per_q[k]))
     return [
-        svg_charts.histogram([r.verdict.score_100 for r in scored], 0, 100, 20, "Score distribution", "score /100"),
+        svg_charts.histogram([s for _, s in values], 0, 100, 20, "Score distribution", "score /100"),
         svg_charts.hbars(
             qs, [mean(per_q[q]) for q in qs], 0, 100, "Per-question difficulty", "mean score /100 (lower = harder)"
         ),
@@ -199,11 +207,11 @@ def _table_rows(recs: list[Record], cards: list[dict], rejected: list[Rejected])
         for c in cards
     )
     flag_rows = "".join(
-        f"<tr><td>{_e(str(r.candidate_id))}</td><td>{_e(r.question_id)}</td><td>{r.verdict.score_100}</td>"
-        f"<td>{_e('; '.join(f.code + ': ' + f.reason for f in r.verdict.review_flags))}</td>"
+        f"<tr><td>{_e(str(r.candidate_id))}</td><td>{_e(r.question_id)}</td><td>{v.score_100}</td>"
+        f"<td>{_e('; '.join(f.code + ': ' + f.reason for f in v.review_flags))}</td>"
         f"<td>{_e(r.answer[:300])}</td></tr>"
         for r in recs
-        if _flagged(r)
+        if (v := r.verdict) is not None and v.review_flags
     )
     rej_rows = "".join(
         f"<tr><td>{x.line}</td><td>{_e(x.candidate_id)}</td><td>{_e(x.question_id)}</td><td>{_e(x.reason)}</td></tr>"

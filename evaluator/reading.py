@@ -99,8 +99,8 @@ def lower_of(a: JudgeResult, b: JudgeResult | None) -> JudgeResult:
         return a
     out = a.model_copy(deep=True)
     for cid, co in b.criteria.items():
-        mine = out.criteria.get(cid)
-        if mine is None or (co.level is not None and mine.level is not None and co.level < mine.level):
+        current = out.criteria.get(cid)
+        if current is None or (co.level is not None and current.level is not None and co.level < current.level):
             out.criteria[cid] = CriterionOut(**co.model_dump())
     if b.holistic and (out.holistic is None or b.holistic.expected < out.holistic.expected):
         out.holistic = b.holistic

@@ -13,6 +13,8 @@ from .models import Question, Verdict
 from .resources import LoadedEvalSet
 
 if TYPE_CHECKING:
+    from rich.progress import Progress as RichProgress
+
     from .batch import Progress
 
 
@@ -84,7 +86,7 @@ class ProgressBar:
     rows are printed) until the block ends."""
 
     def __enter__(self) -> ProgressBar:
-        self.bar = None
+        self.bar: RichProgress | None = None
         return self
 
     def update(self, p: Progress) -> None:

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.datastructures import FormData
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
@@ -99,6 +100,12 @@ def _harden(resp: Response) -> Response:
     resp.headers["X-Frame-Options"] = "DENY"
     resp.headers.setdefault("Cache-Control", "no-store")
     return resp
+
+
+def _text(form: FormData, name: str) -> str | None:
+    """A text field of a posted form; a file where text belongs counts as absent (and fails validation)."""
+    value = form.get(name)
+    return value if isinstance(value, str) else None
 
 
 LOOPBACK_NAMES = ("localhost",)
@@ -285,7 +292,7 @@ async def grade(request: Request) -> Response:
         scale = folder.scale_for(key)
         seen = str(form.get("seen", "0"))
         before = folder.grades.history(key)
-        entry = folder.grades.add(key, form.get("grade", ""), form.get("note"), form.get("reviewer"), scale)
+        entry = folder.grades.add(key, _text(form, "grade") or "", _text(form, "note"), _text(form, "reviewer"), scale)
     except UnknownAnswerError as e:
         raise ReviewError(404, str(e)) from e
     except GradeInputError as e:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .csvio import read_csv, write_csv
 from .errors import ValidationError
+from .resources import Resources
 from .review_data import Folder
 
 HEADER = [
@@ -72,7 +73,13 @@ def export(folder: Folder, path: Path) -> list[Path]:
     store = ResultStore(folder.db)
     try:
         paths = write_outputs(
-            store, snap.eval_set, folder.resources, folder.folder, folder.advance_at, folder.reject_below, rejected
+            store,
+            snap.eval_set,
+            folder.resources or Resources.locate(),
+            folder.folder,
+            folder.advance_at,
+            folder.reject_below,
+            rejected,
         )
     finally:
         store.conn.close()

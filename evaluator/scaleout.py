@@ -64,19 +64,17 @@ class _ReplayBackend(Backend):
 
     def __init__(self, model: str, replies: dict[str, _Reply]):
         self.default_model = model
+        self.model = model
         self.replies = replies
         self.key: str | None = None
         self.used = False
-
-    @property
-    def model(self) -> str:
-        reply = self.replies.get(self.key)
-        return (reply.model if reply else "") or self.default_model
 
     @contextmanager
     def replaying(self, key: str) -> Iterator[None]:
         """Judge calls inside the block are answered from the reply of `key`."""
         self.key, self.used = key, False
+        reply = self.replies.get(key)
+        self.model = (reply.model if reply else "") or self.default_model
         try:
             yield
         finally:

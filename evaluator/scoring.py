@@ -138,8 +138,8 @@ class Evaluator:
                 "embedder": self.embedder_name,
                 "calibration": self.mapping_id(lr),
                 # The grade model turns key-point reads into the score: refitting it must regrade.
-                "grade_model": self.grade_model().id
-                if lr.rubric.scoring == "key_points" and self.grade_model()
+                "grade_model": model.id
+                if lr.rubric.scoring == "key_points" and (model := self.grade_model())
                 else None,
                 "explain": self.explain_enabled(),
                 "max_chars": self.max_chars,

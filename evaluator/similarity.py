@@ -7,11 +7,11 @@ import re
 
 import numpy as np
 
-from .embeddings import Embedder
+from .embeddings import CachedEmbedder
 from .models import Question, Similarity
 
 
-def similarity_figures(embedder: Embedder, q: Question, answer: str) -> Similarity:
+def similarity_figures(embedder: CachedEmbedder, q: Question, answer: str) -> Similarity:
     ref_vecs = embedder.encode(q.reference_texts)
     whole, sent = embedder.encode_answers([answer])[0]
     n_ref = len(q.references)
