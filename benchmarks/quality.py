@@ -373,8 +373,7 @@ def report(write_model: bool) -> int:
     words = np.array([r["words"] for r in recs])
     for r in recs:  # an empty answer has no reads: every feature missing, the model imputes
         r["row"] = r.get("row") or {}
-    keep = {"saf>=5w": is_saf & (words >= 5), "saf all": is_saf, "mohler": ~is_saf}
-    keep["all"] = np.ones(len(y), bool)
+    keep = {"all": np.ones(len(y), bool), "saf>=5w": is_saf & (words >= 5), "saf all": is_saf, "mohler": ~is_saf}
     print(f"stored reads: SAF {len(saf)} answers, Mohler {len(moh)} (question-grouped 5-fold CV over both)")
     features = feature_table(recs, y, groups, keep)
     previous_default(moh)
