@@ -92,7 +92,9 @@ def features_of(
 
 
 class GradeModel(BaseModel):
-    """Standardised linear model, then a monotone (isotonic) map of its output to the fraction of full marks."""
+    """Standardised linear model, then a monotone map of its output to the fraction of full marks: linear
+    interpolation between knots (iso_x, iso_y), which benchmarks/quality.py places at the centres of the isotonic
+    fit's blocks, so the map rises through each block instead of giving all its answers one score."""
 
     model_config = ConfigDict(extra="forbid")
 
