@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from .csvio import CsvTable, read_csv
-from .errors import ValidationError
+from .errors import DataValidationError
 from .key_points import MAX_POINTS, derive_key_points
 from .models import EvalSet, Level
 
@@ -25,7 +25,7 @@ def _pick(header: list[str], wanted: str | None, options: tuple[str, ...], what:
     for n in names:
         if n.lower() in lower:
             return lower.index(n.lower())
-    raise ValidationError(
+    raise DataValidationError(
         f"{path}: no {what} column (looked for {', '.join(names)}); columns found: {', '.join(header)}. "
         f"Rename the column or pass --{what.replace(' ', '-')}-column NAME."
     )
@@ -118,9 +118,9 @@ def import_questions(
         if problem:
             problems.append(problem)
     if problems:
-        raise ValidationError(f"{table.path}: {len(problems)} problem(s)", problems[:50])
+        raise DataValidationError(f"{table.path}: {len(problems)} problem(s)", problems[:50])
     if not questions:
-        raise ValidationError(f"{table.path}: no question rows found")
+        raise DataValidationError(f"{table.path}: no question rows found")
     return EvalSet.model_validate(
         {
             "id": set_id,

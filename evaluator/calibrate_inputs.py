@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .csvio import CsvTable, read_csv
-from .errors import CalibrationError, ValidationError
+from .errors import CalibrationError, DataValidationError
 
 
 def load_verdicts(path: Path) -> list[dict]:
@@ -71,7 +71,7 @@ def load_human(
             "topic": rec.get("topic"),
         }
     if problems:
-        raise ValidationError(f"{path}: {len(problems)} problem(s) in the human grades", problems[:30])
+        raise DataValidationError(f"{path}: {len(problems)} problem(s) in the human grades", problems[:30])
     return {"rows": rows, "scale_min": lo, "scale_max": hi}
 
 
@@ -83,7 +83,7 @@ def _check_columns(
     if id_column.lower() not in lower and not {"candidate_id", "question_id"} <= set(lower):
         missing.append(f"{id_column} (or candidate_id and question_id)")
     if missing:
-        raise ValidationError(f"{path}: missing column(s) {', '.join(missing)}; columns found: {', '.join(header)}")
+        raise DataValidationError(f"{path}: missing column(s) {', '.join(missing)}; columns found: {', '.join(header)}")
 
 
 def _human_scale(

@@ -16,7 +16,7 @@ from . import agreement, report_plots
 from .calibrate_html import calibration_html, fmt_cell
 from .calibrate_inputs import load_human, load_verdicts, stored_human
 from .calibration import cross_val_predict_grouped, fit_mapping
-from .errors import CalibrationError, ValidationError
+from .errors import CalibrationError, DataValidationError
 from .mapping import mapping_features, reading_of
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def calibrate(
     """Join the verdicts (a grading folder or a verdicts .jsonl) to human grades, measure agreement, fit a mapping
     and write metrics.json, mapping.json, the plots and report.html into `out`. `human`: a grades CSV read with
     `human_columns` (default ["grade"]), `official`, `id_column`, the scale and `group_column`; without one, the grades
-    `evaluator review` stored in the grading folder. Prints nothing; problems raise ValidationError or
+    `evaluator review` stored in the grading folder. Prints nothing; problems raise DataValidationError or
     CalibrationError."""
     verdicts, out = Path(verdicts), Path(out)
     if human is not None:
@@ -77,7 +77,7 @@ def calibrate(
         given = [f for f, v in (("--human-columns", human_columns is not None), ("--official", official)) if v]
         given += ["--group-column"] if group_column else []
         if given:
-            raise ValidationError(f"{', '.join(given)} describe a --human file; pass one, or drop them")
+            raise DataValidationError(f"{', '.join(given)} describe a --human file; pass one, or drop them")
         grades = stored_human(verdicts)
         columns, official_label = ["grade"], "latest human grade (evaluator review)"
     report, plots = analyse(

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ValidationError
+from .errors import DataValidationError
 
 
 @dataclass
@@ -42,7 +42,7 @@ def read_text(path: Path) -> tuple[str, str, list[str]]:
             try:
                 return raw.decode(enc), enc, []
             except UnicodeDecodeError as e:
-                raise ValidationError(
+                raise DataValidationError(
                     f"{path}: starts with a {enc.upper()} byte-order mark but byte {e.start} is not {enc.upper()}; "
                     "save the file as UTF-8"
                 ) from e
@@ -65,7 +65,7 @@ def read_text(path: Path) -> tuple[str, str, list[str]]:
 def read_csv(path: Path) -> CsvTable:
     path = Path(path)
     if not path.exists():
-        raise ValidationError(f"{path}: file not found")
+        raise DataValidationError(f"{path}: file not found")
     text, enc, warnings = read_text(path)
     if "\x00" in text:
         # NUL bytes are never text (a file of another encoding, a binary pasted in): dropped, so that an answer of
@@ -73,7 +73,7 @@ def read_csv(path: Path) -> CsvTable:
         warnings.append(f"{path}: {text.count(chr(0))} NUL bytes removed; is the file really {enc} text?")
         text = text.replace("\x00", "")
     if not text.strip():
-        raise ValidationError(f"{path}: the file is empty; it needs a header row and data rows")
+        raise DataValidationError(f"{path}: the file is empty; it needs a header row and data rows")
     sample = text[:20000]
     try:
         delim = csv.Sniffer().sniff(sample.split("\n", 1)[0] + "\n", delimiters=",;\t|").delimiter
@@ -95,7 +95,9 @@ def read_csv(path: Path) -> CsvTable:
                     warnings += _swallowed_rows(path, lines, line + 1, reader.line_num, len(header), delim)
             line = reader.line_num
     except csv.Error as e:
-        raise ValidationError(f"{path}:{reader.line_num}: malformed CSV ({e}); check the quoting on that line") from e
+        raise DataValidationError(
+            f"{path}:{reader.line_num}: malformed CSV ({e}); check the quoting on that line"
+        ) from e
     return CsvTable(path, header, rows, enc, delim, warnings)
 
 

@@ -1,6 +1,7 @@
 """Specific errors whose messages say what is wrong, where, and how to fix it.
 
-Library code raises these; only cli.py turns them into messages and exit codes.
+Library code raises these; only cli.py turns them into messages and exit codes. `DataValidationError` is named
+apart from pydantic's ValidationError, which the boundaries also raise.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ class EvaluatorError(Exception):
 
 
 class DataNotFoundError(EvaluatorError):
-    exit_code = 2
+    """The bank, rubric and prompt folders are not where they were looked for."""
+
+    # Not 2: argparse exits 2 on a usage error, and a script must be able to tell the two apart.
+    exit_code = 9
 
 
-class ValidationError(EvaluatorError):
+class DataValidationError(EvaluatorError):
     """A bank, rubric, CSV or grade file is malformed. Messages carry file, row/question and field."""
 
     exit_code = 3
@@ -50,5 +54,5 @@ class CalibrationError(EvaluatorError):
     exit_code = 8
 
 
-class PromptTemplateError(ValidationError):
+class PromptTemplateError(DataValidationError):
     """A rubric names a prompt template that does not exist."""

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError, ValidationError
+from .errors import DataValidationError, InputError
 from .models import Verdict
 
 MAX_NOTE_CHARS = 2000
@@ -74,7 +74,7 @@ def store_path(folder: Path) -> Path:
     """The results store of a batch folder (written by `evaluator grade --out FOLDER`)."""
     p = Path(folder) / "results.sqlite3"
     if not p.is_file():
-        raise ValidationError(
+        raise DataValidationError(
             f"{folder}: no results store (results.sqlite3); grade answers into it first with "
             f"`evaluator grade ANSWERS.csv --out {folder}`"
         )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .config import DEFAULT_EVAL_SET
 from .csvio import CsvTable, read_csv
-from .errors import InputError, ValidationError
+from .errors import DataValidationError, InputError
 from .resources import LoadedEvalSet, unknown_question_message
 from .scoring import Evaluator
 from .store import Rejected, Row, write_rejected
@@ -58,7 +58,7 @@ def _column_roles(path: Path, table: CsvTable, columns: dict[str, str]) -> tuple
         else:
             idx[role] = lower[name.lower()]
     if missing:
-        raise ValidationError(
+        raise DataValidationError(
             f"{path}: missing column(s) {', '.join(missing)}; columns found: {', '.join(table.header)}. "
             "Rename them or map them with --candidate-column / --question-column / --answer-column."
         )
@@ -117,7 +117,7 @@ def load_answers(
     if on_loaded:
         on_loaded(loaded)
     if rejected and strict:
-        raise ValidationError(f"{csv_path}: {len(rejected)} invalid row(s); fix them or drop --strict")
+        raise DataValidationError(f"{csv_path}: {len(rejected)} invalid row(s); fix them or drop --strict")
     if not rows:
         raise InputError(f"{csv_path}: no valid rows to grade")
     return loaded

@@ -17,7 +17,7 @@ from typing import Any
 import pydantic
 import yaml
 
-from .errors import DataNotFoundError, UnknownQuestionError, ValidationError
+from .errors import DataNotFoundError, DataValidationError, UnknownQuestionError
 from .models import EvalSet, Question, Rubric
 
 DATA_FOLDERS = ("rubrics", "prompts", "eval_sets")
@@ -112,14 +112,14 @@ def load_yaml(path: Path) -> tuple[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise ValidationError(f"{path}: not UTF-8 text ({e}); save the file as UTF-8") from e
+        raise DataValidationError(f"{path}: not UTF-8 text ({e}); save the file as UTF-8") from e
     try:
         # libyaml's loader when present: the bank parses several times faster.
         data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ValidationError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from e
+        raise DataValidationError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from e
     return text, data
 
 
@@ -128,7 +128,9 @@ def parse_model(path: Path, model: type[pydantic.BaseModel]) -> tuple[Any, str]:
     try:
         return model.model_validate(data), text
     except pydantic.ValidationError as e:
-        raise ValidationError(f"{path}: {len(e.errors())} problem(s)", _located_problems(path, text, data, e)) from e
+        raise DataValidationError(
+            f"{path}: {len(e.errors())} problem(s)", _located_problems(path, text, data, e)
+        ) from e
 
 
 # ---------------------------------------------------------------- the loaded data
@@ -181,9 +183,9 @@ class Resources:
             for p in _yaml_files(self.root / "rubrics"):
                 rubric, text = parse_model(p, Rubric)
                 if rubric.id in found:
-                    raise ValidationError(f"{p}: rubric id '{rubric.id}' is also used by {found[rubric.id].path}")
+                    raise DataValidationError(f"{p}: rubric id '{rubric.id}' is also used by {found[rubric.id].path}")
                 if rubric.calibration and not (p.parent / rubric.calibration).is_file():
-                    raise ValidationError(
+                    raise DataValidationError(
                         f"{p}: calibration file {p.parent / rubric.calibration} not found; put the mapping from "
                         "`evaluator calibrate` there or remove the calibration key"
                     )
@@ -196,7 +198,7 @@ class Resources:
     def rubric(self, rubric_id: str) -> LoadedRubric:
         rubrics = self.rubrics()
         if rubric_id not in rubrics:
-            raise ValidationError(
+            raise DataValidationError(
                 f"rubric '{rubric_id}' does not exist; known rubrics: {', '.join(sorted(rubrics)) or 'none'} "
                 f"(in {self.root / 'rubrics'})"
             )
@@ -269,7 +271,7 @@ def validate_eval_set(path: Path, text: str, es: EvalSet, rubrics: dict[str, Loa
             )
     if es.rubric not in rubrics:
         problems.append(f"{path}: rubric '{es.rubric}' does not exist (known: {', '.join(sorted(rubrics))})")
-    raise ValidationError(f"{path}: {len(problems)} problem(s)", sorted(set(problems)))
+    raise DataValidationError(f"{path}: {len(problems)} problem(s)", sorted(set(problems)))
 
 
 def export_schemas(rubric_dir: Path, eval_set_dir: Path | None = None) -> list[Path]:

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from .csvio import read_csv, write_csv
-from .errors import ValidationError
+from .errors import DataValidationError
 from .resources import Resources
 from .review_data import Folder
 
@@ -37,7 +37,7 @@ def export(folder: Folder, path: Path) -> list[Path]:
 
     snap = folder.snapshot()
     if snap.eval_set is None:
-        raise ValidationError(f"cannot regenerate the outputs of {folder.folder}: {'; '.join(snap.warnings)}")
+        raise DataValidationError(f"cannot regenerate the outputs of {folder.folder}: {'; '.join(snap.warnings)}")
     counts: dict[str, int] = {}
     for e in folder.grades.history():
         counts[e.key] = counts.get(e.key, 0) + 1

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 from .backends import Backend, DigitRead, JudgeReplyError
 from .config import DEFAULT_ADVANCE_AT, DEFAULT_EMBEDDER, DEFAULT_EVAL_SET, DEFAULT_REJECT_BELOW, resolve_judge_settings
-from .errors import ValidationError
+from .errors import DataValidationError
 from .judges import Judge
 from .models import JudgeOutput, Usage
 from .openai_backend import levels_from_logprobs, request_body
@@ -113,7 +113,9 @@ def _parse_response_line(line: str, lineno: int, path: Path) -> tuple[str, _Repl
         obj = json.loads(line)
         key = obj["custom_id"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValidationError(f"{path}:{lineno}: not a batch response line ({e}); expected JSON with custom_id") from e
+        raise DataValidationError(
+            f"{path}:{lineno}: not a batch response line ({e}); expected JSON with custom_id"
+        ) from e
     resp = obj.get("response") or {}
     if obj.get("error") or resp.get("status_code", 200) != 200:
         err = obj.get("error") or {"status_code": resp.get("status_code")}
@@ -198,7 +200,9 @@ def import_responses(
     API or vLLM run-batch output), saves the verdicts in its results store and rewrites its outputs."""
     out, path = Path(out_dir), Path(responses_path)
     if not (out / STORE_NAME).exists():
-        raise ValidationError(f"{out}: no results store; export the batch first with grade --export-batch --out {out}")
+        raise DataValidationError(
+            f"{out}: no results store; export the batch first with grade --export-batch --out {out}"
+        )
     store = ResultStore(out / STORE_NAME)
     rows = {r.key: r for r in store.all()}
     replies, matched, unknown = _read_responses(path, set(rows))

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, SHARED, run_cli
-from evaluator.errors import ValidationError
+from evaluator.errors import DataValidationError
 from evaluator.resources import Resources
 
 BANK = ROOT / "eval_sets" / "ml-screening.yaml"
@@ -148,7 +148,7 @@ def _broken_copy(tmp_path, mutate, rubric_mutate=None):
 )
 def test_validate_locates_problems(tmp_path, mutate, expect):
     root = _broken_copy(tmp_path, mutate)
-    with pytest.raises(ValidationError) as e:
+    with pytest.raises(DataValidationError) as e:
         Resources(root).load_eval_set("bank")
     assert re.search(expect, str(e.value)), str(e.value)
     r = run_cli("questions", "validate", "--data-dir", str(root))
@@ -179,7 +179,7 @@ def test_json_schemas_are_current(tmp_path):
 
 def test_missing_data_dir_names_paths_tried(tmp_path):
     r = run_cli("questions", "list", "--data-dir", str(tmp_path / "nowhere"))
-    assert r.returncode == 2
+    assert r.returncode == 9  # not 2, which is argparse's usage error
     assert str(tmp_path / "nowhere") in r.stderr and "--data-dir" in r.stderr
 
 

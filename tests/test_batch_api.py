@@ -12,7 +12,7 @@ import pytest
 
 from evaluator import GradeSummary, ImportSummary, build_evaluator, grade_csv, import_responses
 from evaluator.batch import open_store
-from evaluator.errors import ValidationError
+from evaluator.errors import DataValidationError
 from evaluator.intake import load_answers
 from evaluator.scaleout import export_batch
 from fake_server import serve
@@ -72,7 +72,7 @@ def test_a_stopped_grade_csv_leaves_rows_pending_and_says_so(tmp_path, fake_eval
 
 
 def test_strict_grade_csv_raises_before_any_row_is_stored(tmp_path, fake_evaluator):
-    with pytest.raises(ValidationError, match="1 invalid row"):
+    with pytest.raises(DataValidationError, match="1 invalid row"):
         grade_csv(EXAMPLES, tmp_path / "out", fake_evaluator, strict=True)
     assert not (tmp_path / "out" / "results.sqlite3").exists()
     assert read_rows(tmp_path / "out" / "rejected.csv")[0]["line"] == "12"

@@ -8,7 +8,7 @@ import pytest
 from evaluator import calibrate
 from evaluator.calibrate_report import summary_lines, summary_table
 from evaluator.cli import main
-from evaluator.errors import ValidationError
+from evaluator.errors import DataValidationError
 from evaluator.mapping import load_mapping
 
 
@@ -128,7 +128,7 @@ def test_calibrate_from_python_returns_the_figures_and_prints_nothing(tmp_path, 
         f"wrote {r.metrics_path}, {r.mapping_path} (id {r.mapping_id}), {r.html_path}"
     ]
     # Options that describe a grades file, without one, are refused rather than ignored.
-    with pytest.raises(ValidationError, match="--official describe a --human file"):
+    with pytest.raises(DataValidationError, match="--official describe a --human file"):
         calibrate(v, tmp_path / "o", official="grade_2")
 
 
