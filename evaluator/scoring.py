@@ -60,6 +60,7 @@ class Evaluator:
     def __post_init__(self):
         self.prompts = PromptSet(self.resources.prompts_dir)
         self._embedder: CachedEmbedder | None = None
+        self.judge_calls = 0  # readings asked of the judge (second readings and anchors included): benchmarks report it
         self._mappings: dict[str, Mapping | None] = {}
         self._banks: set[Path] = set()
         self._banks_lock = threading.Lock()
@@ -317,6 +318,7 @@ class Evaluator:
         return anchors
 
     def _judge(self, q: Question, rubric: Rubric, text: str) -> JudgeResult:
+        self.judge_calls += 1
         return self.judge.judge(q, rubric, text, self.prompts)
 
 
