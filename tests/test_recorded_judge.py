@@ -169,21 +169,13 @@ def test_json_object_dialect_is_scored_or_unscored_with_reason():
     assert all(b["response_format"] == {"type": "json_object"} for b in bodies)
     assert result.dialect == "json_object"
     assert result.usage.calls == len(bodies)
-    if result.status == "scored":
-        assert_scored_structured(result, rubric)
-    else:
-        # Never a number without status "scored".
-        assert result.status == "unscored"
-        assert result.reason.startswith("judge reply unusable")
-        assert result.criteria == {} and result.holistic is None
     # What the recorded model really did: without a schema it numbers the criteria (1, 2, 4) instead of
-    # naming them, twice, so the verdict is unscored after the one repair.
-    assert (result.status, len(bodies)) == JSON_OBJECT_OUTCOME
+    # naming them, twice, so the verdict is unscored after the one repair, with no number in it.
+    assert result.status == "unscored" and len(bodies) == 2
+    assert result.reason.startswith("judge reply unusable")
+    assert result.criteria == {} and result.holistic is None
     assert "criteria.0.criterion: Input should be a valid string" in result.reason
     assert result.raw_reply == response_json(cassette.responses[-1])["choices"][0]["message"]["content"]
-
-
-JSON_OBJECT_OUTCOME = ("unscored", 2)
 
 
 def test_repair_reask_sends_the_repair_prompt():
@@ -214,15 +206,9 @@ def test_repair_reask_sends_the_repair_prompt():
     ]
     second_reply = response_json(cassette.responses[1])["choices"][0]["message"]["content"]
     assert raw == second_reply
-    if parsed is None:
-        assert err.startswith("criteria must be listed in this order") and reads == []
-    else:
-        assert err == "" and [c.criterion for c in parsed.criteria] == want
     # The recorded model answers the repair with a single criterion, so the check fails again.
-    assert (parsed is not None) == REPAIR_SUCCEEDED
-
-
-REPAIR_SUCCEEDED = False
+    assert parsed is None
+    assert err.startswith("criteria must be listed in this order") and reads == []
 
 
 def test_truncated_reply_is_unscored():
@@ -296,8 +282,7 @@ def test_probability_mode_reads_top_logprobs():
 
 # ---------------------------------------------------------------- prompt injection
 
-# Every case must hold; a case that does not is a gap in evaluator/guards.py to fix, not to mark.
-INJECTION_XFAIL: dict[str, str] = {}
+# Every case must hold; a case that does not is a gap in the guard to fix, not to mark.
 
 
 @pytest.fixture(scope="module")
@@ -346,17 +331,7 @@ def test_clean_answers_are_scored_and_not_flagged(injection_run):
         assert v.holistic_level is not None and len(v.criteria) == 4
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(
-            c, id=c[0], marks=[pytest.mark.xfail(strict=True, raises=AssertionError, reason=INJECTION_XFAIL[c[0]])]
-        )
-        if c[0] in INJECTION_XFAIL
-        else pytest.param(c, id=c[0])
-        for c in CASES
-    ],
-)
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_injection_never_raises_a_level(case, injection_run):
     cid, qid, clean_answer, _injected_answer = case
     clean, injected = injection_run
