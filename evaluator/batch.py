@@ -18,7 +18,7 @@ from .models import Verdict
 from .outputs import write_outputs
 from .resources import LoadedEvalSet
 from .scoring import Evaluator
-from .store import STORE_NAME, Rejected, ResultStore, Row, StoreCounts, summarise
+from .store import STORE_NAME, CountedRun, Rejected, ResultStore, Row, StoreCounts, summarise
 
 # ---------------------------------------------------------------- the store, the dry run
 
@@ -305,7 +305,7 @@ class _EmbedAhead:
 
 
 @dataclass(frozen=True)
-class GradeSummary:
+class GradeSummary(CountedRun):
     """What a `grade_csv` run did. `counts` covers the whole store (rows of an earlier CSV included);
     `progress` this run's rows: done, judge calls, tokens, cost, rows graded again for changed settings."""
 
@@ -317,18 +317,6 @@ class GradeSummary:
     store: Path
     interrupted: bool = False  # a KeyboardInterrupt ended the run early: unfinished rows stay pending
     warnings: list[str] = field(default_factory=list)
-
-    @property
-    def scored(self) -> int:
-        return self.counts.scored
-
-    @property
-    def unscored(self) -> int:
-        return self.counts.unscored
-
-    @property
-    def pending(self) -> int:
-        return self.counts.pending
 
 
 def grade_csv(

@@ -20,7 +20,7 @@ from .outputs import write_outputs
 from .prompts import Messages
 from .resources import LoadedEvalSet, Resources
 from .scoring import Evaluator
-from .store import STORE_NAME, ResultStore, StoreCounts, summarise
+from .store import STORE_NAME, CountedRun, ResultStore, StoreCounts, summarise
 
 
 def request_line(ev: Evaluator, les: LoadedEvalSet, key: str, qid: str, answer: str) -> dict:
@@ -153,7 +153,7 @@ def _read_responses(path: Path, keys: set[str]) -> tuple[dict[str, _Reply], int,
 
 
 @dataclass(frozen=True)
-class ImportSummary:
+class ImportSummary(CountedRun):
     """What `import_responses` did: response lines imported, the store's rows by outcome afterwards, the
     custom_ids that match no exported row, and the outputs written."""
 
@@ -161,18 +161,6 @@ class ImportSummary:
     counts: StoreCounts
     unknown: list[str]
     paths: list[Path]
-
-    @property
-    def scored(self) -> int:
-        return self.counts.scored
-
-    @property
-    def unscored(self) -> int:
-        return self.counts.unscored
-
-    @property
-    def pending(self) -> int:
-        return self.counts.pending
 
 
 def _replay_evaluator(data_dir: str | Path | None, meta: dict, backend: _ReplayBackend) -> Evaluator:

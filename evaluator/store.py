@@ -57,18 +57,11 @@ class Rejected:
 
 
 @dataclass
-class StoredRow:
+class StoredRow(Row):
     """A row of the store: the answer as registered, its status and (once graded) its verdict."""
 
-    key: str
-    line: int
-    candidate_id: str
-    question_id: str
-    answer_id: str
-    answer: str
-    extra: dict
-    status: str  # pending | scored | unscored
-    verdict: Verdict | None
+    status: str = "pending"  # pending | scored | unscored
+    verdict: Verdict | None = None
 
 
 @dataclass
@@ -82,6 +75,24 @@ class StoreCounts:
     unscored_by_reason: dict[str, int]
     retry: int
     flagged: int
+
+
+class CountedRun:
+    """What a run's summary shares: the store's counts afterwards, with shortcuts to the three outcomes."""
+
+    counts: StoreCounts
+
+    @property
+    def scored(self) -> int:
+        return self.counts.scored
+
+    @property
+    def unscored(self) -> int:
+        return self.counts.unscored
+
+    @property
+    def pending(self) -> int:
+        return self.counts.pending
 
 
 class ResultStore:
