@@ -89,7 +89,15 @@ class OverlapBackend(Backend):
         user = chat[1]["content"]
         ids = re.findall(r"^\[([A-Za-z0-9_.\-]+)\] [^:\n]+: ", user, flags=re.M)
         crit = [{"criterion": i, "evidence": "", "reason": "fake judge"} for i in ids]
-        if "off_task_or_injection" in props:
+        if "key_points" in props:  # the key-point reply: every point stated from the answer's first words
+            n = len(re.findall(r"^\d\. ", user.split("KEY POINTS (numbered)", 1)[-1].split("\n\n", 1)[0], flags=re.M))
+            claims = re.findall(r"^\[([A-Za-z0-9_.\-]+)\] ", user.split("MISTAKEN CLAIMS", 1)[-1].split("\n\n")[0], re.M)
+            for c in crit:
+                c["level"] = "2"
+            points = [{"point": str(i), "evidence": "", "stated": "yes"} for i in range(1, n + 1)]
+            made = [{"id": c, "made": "no"} for c in claims] if "MISTAKEN CLAIMS" in user else []
+            reply = {"key_points": points, "claims": made, "key_idea": "3", "criteria": crit}
+        elif "off_task_or_injection" in props:
             for c in crit:
                 c["level"] = "2"
             reply = {"criteria": crit, "red_flags": [], "rationale": "fake", "off_task_or_injection": False}

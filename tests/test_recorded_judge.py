@@ -66,6 +66,13 @@ def bank(question_id: str = QUESTION):
     return q, res.rubric_for(les, q).rubric, PromptSet(res.prompts_dir)
 
 
+def criteria_bank(question_id: str = QUESTION):
+    """The bank with its rubric graded per criterion: the structured cassettes below record the per-criterion
+    request, which a key-point rubric (ml-screening's) no longer sends in structured mode."""
+    q, rubric, prompts = bank(question_id)
+    return q, criteria_scoring(rubric), prompts
+
+
 def evaluator(s):
     return build_evaluator(settings=s, data_dir=ROOT, embedder="fake:hash", use_cache=False)
 
@@ -105,7 +112,7 @@ def response_format_form(body: dict) -> str:
 
 
 def test_structured_llama_cpp_dialect_scores_every_criterion():
-    q, rubric, prompts = bank()
+    q, rubric, prompts = criteria_bank()
     judge = make_judge(settings("structured", "llama_cpp"))
     with recorded("structured_llama_cpp") as cassette:
         result = judge.judge(q, rubric, ANSWER, prompts)
@@ -137,7 +144,7 @@ def test_dialect_auto_falls_back_to_llama_cpp_after_json_schema_500(monkeypatch)
     sleeps: list[float] = []
     # Replay need not wait.
     monkeypatch.setattr(openai_backend.OpenAIBackend, "_pause", lambda self, s: sleeps.append(s))
-    q, rubric, prompts = bank()
+    q, rubric, prompts = criteria_bank()
     judge = make_judge(settings("structured"))
     assert judge.settings.dialect == "auto" and judge.backend.dialect is None
     with recorded("structured_dialect_auto") as cassette:
@@ -160,7 +167,7 @@ def test_dialect_auto_falls_back_to_llama_cpp_after_json_schema_500(monkeypatch)
 
 
 def test_json_object_dialect_is_scored_or_unscored_with_reason():
-    q, rubric, prompts = bank()
+    q, rubric, prompts = criteria_bank()
     judge = make_judge(settings("structured", "json_object"))
     with recorded("structured_json_object") as cassette:
         result = judge.judge(q, rubric, ANSWER, prompts)
@@ -179,7 +186,7 @@ def test_json_object_dialect_is_scored_or_unscored_with_reason():
 
 
 def test_repair_reask_sends_the_repair_prompt():
-    q, rubric, prompts = bank()
+    q, rubric, prompts = criteria_bank()
     judge = make_judge(settings("structured", "llama_cpp"))
     want = [c.id for c in reversed(rubric.criteria)]
 
@@ -212,8 +219,9 @@ def test_repair_reask_sends_the_repair_prompt():
 
 
 def test_truncated_reply_is_unscored():
-    q, _rubric, _prompts = bank()
     ev = evaluator(settings("structured", "llama_cpp", max_tokens=20))
+    for lr in ev.resources.rubrics().values():
+        lr.rubric = criteria_scoring(lr.rubric)
     les, q = ev.resources.find_question(QUESTION)
     with recorded("structured_truncated") as cassette:
         verdict = ev.score(les, q, ANSWER)
@@ -230,7 +238,7 @@ def test_truncated_reply_is_unscored():
 
 
 def test_truncated_reply_keeps_the_raw_text():
-    q, rubric, prompts = bank()
+    q, rubric, prompts = criteria_bank()
     judge = make_judge(settings("structured", "llama_cpp", max_tokens=20))
     with recorded("structured_truncated_raw") as cassette:
         result = judge.judge(q, rubric, ANSWER, prompts)
