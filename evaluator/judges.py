@@ -32,7 +32,7 @@ from .local_model import LocalBackend
 from .models import JudgeOutput, Question, Rubric, Usage
 from .openai_backend import OpenAIBackend
 from .prompts import Messages, PromptSet
-from .structured_points import KeyPointOutput, check_points_output, claims_judged, fill_points
+from .structured_points import KeyPointOutput, check_points_output, claims_judged, fill_points, points_output_model
 
 # ---------------------------------------------------------------- results
 
@@ -150,10 +150,9 @@ class Judge:
     def _structured(self, q: Question, rubric: Rubric, read: Read, prompts: PromptSet) -> JudgeResult:
         """One JSON reply (one repair re-ask): the per-criterion reply, or for a key-point rubric the key-point
         reply; either unusable leaves the answer unscored with the raw reply kept."""
-        model = reply_model(read)
-        check = (
-            check_points_output(q, rubric, key_points_of(q)) if model is KeyPointOutput else _check_output(q, rubric)
-        )
+        model = reply_model(q, rubric)
+        key_points = issubclass(model, KeyPointOutput)
+        check = check_points_output(q, rubric, key_points_of(q)) if key_points else _check_output(q, rubric)
         parsed, usage, raw, reads, err = self._ask_json(read.messages.as_chat(), model, prompts, check)
         out = JudgeResult(mode="structured", usage=usage, raw_reply=raw, dialect=self.backend.dialect)
         if parsed is None:
@@ -251,9 +250,10 @@ def structured_read(q: Question, rubric: Rubric, answer: str, prompts: PromptSet
     return Read("structured", "", [], partial(prompts.structured, q, rubric, answer))
 
 
-def reply_model(read: Read) -> type[BaseModel]:
-    """The schema a structured read's reply follows."""
-    return KeyPointOutput if read.kind == "structured_points" else JudgeOutput
+def reply_model(q: Question, rubric: Rubric) -> type[BaseModel]:
+    """The model (and so the schema) of the structured reply: the key-point reply for a key-point rubric, shaped
+    for this question, else the per-criterion reply."""
+    return points_output_model(q, rubric, key_points_of(q)) if rubric.scoring == "key_points" else JudgeOutput
 
 
 def _mark_unscored(out: JudgeResult, e: JudgeCallError) -> None:

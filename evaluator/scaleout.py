@@ -29,7 +29,7 @@ def request_line(ev: Evaluator, les: LoadedEvalSet, key: str, qid: str, answer: 
     text, _ = ev.prepare_answer(answer)
     # The request live structured grading sends: the key-point reply for a key-point rubric, else per criterion.
     read = structured_read(q, rubric, text, ev.prompts)
-    body = request_body(ev.judge.settings, read.messages.as_chat(), reply_model(read).model_json_schema())
+    body = request_body(ev.judge.settings, read.messages.as_chat(), reply_model(q, rubric).model_json_schema())
     return {"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body}
 
 

@@ -28,9 +28,10 @@ from conftest_vcr import (
     response_json,
 )
 from evaluator import openai_backend, scoring
-from evaluator.backends import LEVEL_DIGITS, JudgeReplyError
+from evaluator.backends import LEVEL_DIGITS, VIEW_DIGITS, JudgeReplyError
 from evaluator.config import resolve_judge_settings
-from evaluator.judges import make_judge
+from evaluator.judges import make_judge, reply_model, structured_read
+from evaluator.key_points import key_points_of
 from evaluator.models import JudgeOutput
 from evaluator.prompts import PromptSet
 from evaluator.resources import Resources
@@ -245,6 +246,32 @@ def test_truncated_reply_keeps_the_raw_text():
     assert result.status == "unscored"
     cut = response_json(cassette.responses[0])["choices"][0]["message"]["content"]
     assert cut and result.raw_reply == cut
+
+
+def test_structured_key_points_one_reply_gives_the_key_point_verdict():
+    """A key-point rubric (ml-screening's) over an endpoint: one JSON reply covering each key point, claim, the
+    key idea and the criteria, turned into the key-point verdict."""
+    ev = evaluator(settings("structured", "llama_cpp"))
+    les, q = ev.resources.find_question(QUESTION)
+    rubric = ev.resources.rubric_for(les, q).rubric
+    assert rubric.scoring == "key_points"
+    with recorded("structured_key_points") as cassette:
+        verdict = ev.score(les, q, ANSWER)
+
+    bodies = [request_json(r) for r in cassette.requests]
+    read = structured_read(q, rubric, ANSWER, ev.prompts)
+    assert bodies[0]["messages"] == read.messages.as_chat()
+    assert bodies[0]["response_format"]["schema"] == reply_model(q, rubric).model_json_schema()
+    assert len(bodies) == verdict.usage.calls
+    assert verdict.status == "scored", verdict.reason
+    assert len(verdict.key_points) == len(key_points_of(q))
+    assert all(k.probability in (0.0, 1.0) for k in verdict.key_points)
+    assert all(k.evidence in ANSWER for k in verdict.key_points)
+    keyidea = verdict.views["keyidea"]["probabilities"]
+    assert_probabilities(keyidea, VIEW_DIGITS)
+    assert [c.id for c in verdict.criteria] == [c.id for c in rubric.criteria]
+    assert all(c.derived_from == "" and c.level is not None for c in verdict.criteria)
+    assert "grade model is fitted on the embedded judge only" in verdict.rationale
 
 
 # ---------------------------------------------------------------- probability mode

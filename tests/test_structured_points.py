@@ -107,7 +107,7 @@ def test_an_unusable_reply_is_reasked_once_then_unscored(resources):
     ev = scripted(resources)
     les, q = resources.find_question("overfitting")
     short = json.loads(points_reply())
-    short["key_points"] = short["key_points"][:3]  # point 4 is missing
+    short["key_points"][3]["point"] = "3"  # point 3 twice, point 4 missing: the schema allows it, the check not
     ev.judge.backend.enqueue("not json at all", json.dumps(short))
     v = ev.score(les, q, ANSWER)
 
@@ -134,7 +134,7 @@ def test_criteria_rubrics_still_get_the_per_criterion_call(resources):
     ev = scripted(resources)
     les, q = resources.find_question("overfitting")
     read = structured_read(q, lr.rubric, ANSWER, ev.prompts)
-    assert read.kind == "structured" and reply_model(read) is JudgeOutput
+    assert read.kind == "structured" and reply_model(q, lr.rubric) is JudgeOutput
     reply = {
         "criteria": [{"criterion": c, "evidence": "", "reason": "r", "level": lv} for c, lv in LEVELS.items()],
         "red_flags": [],
@@ -192,7 +192,19 @@ def test_over_the_fake_server_one_request_per_answer(resources):
     assert ev.judge.backend.dialect is not None
 
 
-def test_the_key_point_schema_is_bounded():
-    schema = json.dumps(KeyPointOutput.model_json_schema())
-    assert '"additionalProperties": false' in schema and '"minimum":' not in schema and '"maximum":' not in schema
-    assert KeyPointOutput.model_json_schema()["properties"]["key_points"]["maxItems"] == 6
+def test_the_key_point_schema_is_bounded_and_shaped_for_the_question(resources):
+    les, q = resources.find_question("overfitting")
+    rubric = resources.rubric_for(les, q).rubric
+    model = reply_model(q, rubric)
+    assert issubclass(model, KeyPointOutput) and model is reply_model(q, rubric)  # built once per shape
+    schema = model.model_json_schema()
+    text = json.dumps(schema)
+    assert '"additionalProperties": false' in text and '"minimum":' not in text and '"maximum":' not in text
+    props = schema["properties"]
+    # Exactly one entry per key point, claim and criterion: a grammar lets a small model write no other shape.
+    assert props["key_points"]["minItems"] == props["key_points"]["maxItems"] == len(key_points_of(q))
+    assert props["claims"]["minItems"] == props["claims"]["maxItems"] == len(q.red_flags)
+    assert props["criteria"]["minItems"] == props["criteria"]["maxItems"] == len(rubric.criteria)
+    criterion = schema["$defs"]["ExactCriterionJudgment"]["properties"]["criterion"]
+    assert criterion["enum"] == [c.id for c in rubric.criteria]
+    assert set(schema["required"]) >= {"key_points", "claims", "key_idea", "criteria"}
