@@ -264,13 +264,27 @@ def test_structured_key_points_one_reply_gives_the_key_point_verdict():
     read = structured_read(q, rubric, ANSWER, ev.prompts)
     assert bodies[0]["messages"] == read.messages.as_chat()
     assert bodies[0]["response_format"]["schema"] == reply_model(q, rubric).model_json_schema()
-    assert len(bodies) == verdict.usage.calls
+    # What the recorded model did: one valid reply (the schema's exact shape left it no other), no repair.
+    assert len(bodies) == 1 == verdict.usage.calls
     assert verdict.status == "scored", verdict.reason
-    assert len(verdict.key_points) == len(key_points_of(q))
-    assert all(k.probability in (0.0, 1.0) for k in verdict.key_points)
+    reply = json.loads(response_json(cassette.responses[0])["choices"][0]["message"]["content"])
+    assert len(verdict.key_points) == len(key_points_of(q)) == len(reply["key_points"])
+    assert [k.probability for k in verdict.key_points] == [
+        1.0 if p["stated"] == "yes" else 0.0 for p in reply["key_points"]
+    ]
+    # Its quotes are all in the answer, so each covered point quotes the endpoint.
+    assert [k.evidence for k in verdict.key_points if k.covered] == [
+        p["evidence"] for p in reply["key_points"] if p["stated"] == "yes"
+    ]
     assert all(k.evidence in ANSWER for k in verdict.key_points)
+    assert "unsupported_evidence" not in codes(verdict)
+    # The key idea is probability-weighted from the digit's top_logprobs (0-5).
     keyidea = verdict.views["keyidea"]["probabilities"]
     assert_probabilities(keyidea, VIEW_DIGITS)
+    assert 0.0 < keyidea[reply["key_idea"]] < 1.0
+    assert [c.probability_source for c in verdict.criteria] == ["top_logprobs"] * len(rubric.criteria)
+    # Claims it says are made are listed with no effect: the red-flag gate is measured on the embedded judge.
+    assert all(not f.hit for f in verdict.red_flags)
     assert [c.id for c in verdict.criteria] == [c.id for c in rubric.criteria]
     assert all(c.derived_from == "" and c.level is not None for c in verdict.criteria)
     assert "grade model is fitted on the embedded judge only" in verdict.rationale
