@@ -89,10 +89,24 @@ class OverlapBackend(Backend):
         user = chat[1]["content"]
         ids = re.findall(r"^\[([A-Za-z0-9_.\-]+)\] [^:\n]+: ", user, flags=re.M)
         crit = [{"criterion": i, "evidence": "", "reason": "fake judge"} for i in ids]
-        if "off_task_or_injection" in props:
+        reply: dict
+        if "key_points" in props:
+            reply = _points_reply(user, crit)
+        elif "off_task_or_injection" in props:
             for c in crit:
                 c["level"] = "2"
             reply = {"criteria": crit, "red_flags": [], "rationale": "fake", "off_task_or_injection": False}
         else:
             reply = {"criteria": crit, "rationale": "fake overlap judge: no real explanation"}
         return json.dumps(reply), Usage(calls=1), []
+
+
+def _points_reply(user: str, crit: list[dict]) -> dict:
+    """The key-point reply of the overlap fake: every numbered point stated (no quote), no claim made."""
+    listed = user.split("KEY POINTS (numbered)", 1)[-1].split("\n\n", 1)[0]
+    points = [{"point": n, "evidence": "", "stated": "yes"} for n in re.findall(r"^(\d)\. ", listed, flags=re.M)]
+    claims = user.split("MISTAKEN CLAIMS", 1)[1].split("\n\n", 1)[0] if "MISTAKEN CLAIMS" in user else ""
+    made = [{"id": c, "made": "no"} for c in re.findall(r"^\[([A-Za-z0-9_.\-]+)\] ", claims, flags=re.M)]
+    for c in crit:
+        c["level"] = "2"
+    return {"key_points": points, "claims": made, "key_idea": "3", "criteria": crit}

@@ -26,48 +26,15 @@ from .backends import (
 from .config import JudgeSettings
 from .errors import JudgeConfigError
 from .fakes import OverlapBackend, ScriptedBackend
+from .judge_result import CriterionOut, FlagOut, JudgeResult
 from .key_points import key_points_of
 from .local_model import LocalBackend
 from .models import JudgeOutput, Question, Rubric, Usage
 from .openai_backend import OpenAIBackend
 from .prompts import Messages, PromptSet
+from .structured_points import KeyPointOutput, check_points_output, claims_judged, fill_points, points_output_model
 
 # ---------------------------------------------------------------- results
-
-
-class CriterionOut(BaseModel):
-    level: float | None = None
-    argmax: int | None = None
-    probabilities: dict[str, float] | None = None
-    source: str = ""
-    evidence: str = ""
-    reason: str = ""
-
-
-class FlagOut(BaseModel):
-    hit: bool
-    probability: float | None = None
-    evidence: str = ""
-
-
-class JudgeResult(BaseModel):
-    status: str = "scored"  # scored | unscored
-    reason: str = ""
-    mode: str
-    criteria: dict[str, CriterionOut] = {}
-    holistic: DigitRead | None = None
-    views: dict[str, DigitRead] = {}
-    # Key-point reads (rubrics scored by key points, probability mode): the key-idea reading 0-5, then per key
-    # point the probability that the answer states it, in order.
-    keyidea: DigitRead | None = None
-    points: list[float] = []
-    red_flags: dict[str, FlagOut] = {}
-    rationale: str = ""
-    off_task: bool | None = None
-    usage: Usage = Usage()
-    raw_reply: str | None = None
-    dialect: str | None = None
-    retryable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +42,7 @@ class Read:
     """One judge call of an answer: what it reads (`kind`, and the criterion, view, red flag or key point `id`),
     the digits it reads (none for a structured JSON reply), and its prompt."""
 
-    kind: str  # criterion | holistic | view | red_flag | keyidea | point | structured
+    kind: str  # criterion | holistic | view | red_flag | keyidea | point | structured | structured_points
     id: str
     digits: list[str]
     # Rendered when asked: counting a plan (the dry run) or showing one read of it renders nothing else.
@@ -152,7 +119,7 @@ class Judge:
         """The judge calls that grade one answer, in the order they are made (before any injection re-read): the
         probability-mode reads, or the one structured request."""
         if self.mode != "probability":
-            return [Read("structured", "", [], partial(prompts.structured, q, rubric, answer))]
+            return [structured_read(q, rubric, answer, prompts)]
         if rubric.scoring == "key_points":
             return _key_point_plan(q, rubric, answer, prompts)
         return _criteria_plan(q, rubric, answer, prompts)
@@ -161,7 +128,7 @@ class Judge:
         plan = self.read_plan(q, rubric, answer, prompts)
         if self.mode == "probability":
             return self._probability(plan, rubric)
-        return self._structured(q, rubric, plan[0].messages, prompts)
+        return self._structured(q, rubric, plan[0], prompts)
 
     # -- probability mode
 
@@ -180,8 +147,13 @@ class Judge:
 
     # -- structured mode
 
-    def _structured(self, q: Question, rubric: Rubric, msgs: Messages, prompts: PromptSet) -> JudgeResult:
-        parsed, usage, raw, reads, err = self._ask_json(msgs.as_chat(), JudgeOutput, prompts, _check_output(q, rubric))
+    def _structured(self, q: Question, rubric: Rubric, read: Read, prompts: PromptSet) -> JudgeResult:
+        """One JSON reply (one repair re-ask): the per-criterion reply, or for a key-point rubric the key-point
+        reply; either unusable leaves the answer unscored with the raw reply kept."""
+        model = reply_model(q, rubric)
+        key_points = issubclass(model, KeyPointOutput)
+        check = check_points_output(q, rubric, key_points_of(q)) if key_points else _check_output(q, rubric)
+        parsed, usage, raw, reads, err = self._ask_json(read.messages.as_chat(), model, prompts, check)
         out = JudgeResult(mode="structured", usage=usage, raw_reply=raw, dialect=self.backend.dialect)
         if parsed is None:
             if isinstance(err, EndpointError):
@@ -194,25 +166,11 @@ class Judge:
                     True,
                 )
             return out
-        assert isinstance(parsed, JudgeOutput)
-        by_id = {c.criterion: c for c in parsed.criteria}
-        for i, c in enumerate(rubric.criteria):
-            j = by_id[c.id]
-            read = reads[i] if i < len(reads) else None
-            out.criteria[c.id] = CriterionOut(
-                level=read.expected if read else float(j.level.value),
-                argmax=int(j.level.value),
-                probabilities=read.probabilities if read else None,
-                source="top_logprobs" if read else "sampled",
-                evidence=j.evidence,
-                reason=j.reason,
-            )
-        known = {f.id for f in q.red_flags}
-        for h in parsed.red_flags:
-            if h.id in known:
-                out.red_flags[h.id] = FlagOut(hit=True, evidence=h.evidence)
-        out.rationale = parsed.rationale
-        out.off_task = parsed.off_task_or_injection
+        if isinstance(parsed, KeyPointOutput):
+            fill_points(out, parsed, reads, rubric)
+        else:
+            assert isinstance(parsed, JudgeOutput)
+            _fill_criteria(out, parsed, reads, q, rubric)
         return out
 
     def _ask_json(self, chat: list[dict], model: type[BaseModel], prompts: PromptSet, check=None):
@@ -257,6 +215,45 @@ class Judge:
         assert isinstance(parsed, ExplainOutput)
         ev = {c.criterion: (c.evidence, c.reason) for c in parsed.criteria}
         return ev, parsed.rationale, usage, ""
+
+
+def _fill_criteria(out: JudgeResult, parsed: JudgeOutput, reads: list[DigitRead], q: Question, rubric: Rubric) -> None:
+    """Files the per-criterion reply: each level (probability-weighted where the endpoint gave logprobs), its
+    quote and reason, the red flags it names, the rationale."""
+    by_id = {c.criterion: c for c in parsed.criteria}
+    for i, c in enumerate(rubric.criteria):
+        j = by_id[c.id]
+        read = reads[i] if i < len(reads) else None
+        out.criteria[c.id] = CriterionOut(
+            level=read.expected if read else float(j.level.value),
+            argmax=int(j.level.value),
+            probabilities=read.probabilities if read else None,
+            source="top_logprobs" if read else "sampled",
+            evidence=j.evidence,
+            reason=j.reason,
+        )
+    known = {f.id for f in q.red_flags}
+    for h in parsed.red_flags:
+        if h.id in known:
+            out.red_flags[h.id] = FlagOut(hit=True, evidence=h.evidence)
+    out.rationale = parsed.rationale
+    out.off_task = parsed.off_task_or_injection
+
+
+def structured_read(q: Question, rubric: Rubric, answer: str, prompts: PromptSet) -> Read:
+    """The one structured request of an answer: the key-point reply for a key-point rubric, else the
+    per-criterion reply. Live grading and Batch API export (scaleout.py) both send it."""
+    if rubric.scoring == "key_points":
+        points = key_points_of(q)
+        claims = claims_judged(q, rubric)
+        return Read("structured_points", "", [], partial(prompts.structured_points, q, rubric, answer, points, claims))
+    return Read("structured", "", [], partial(prompts.structured, q, rubric, answer))
+
+
+def reply_model(q: Question, rubric: Rubric) -> type[BaseModel]:
+    """The model (and so the schema) of the structured reply: the key-point reply for a key-point rubric, shaped
+    for this question, else the per-criterion reply."""
+    return points_output_model(q, rubric, key_points_of(q)) if rubric.scoring == "key_points" else JudgeOutput
 
 
 def _mark_unscored(out: JudgeResult, e: JudgeCallError) -> None:

@@ -1,6 +1,7 @@
-"""The verdict of the key-point plan (probability mode, rubric `scoring: key_points`): the reads become features,
-the grade model turns them into the fraction of full marks, red flags act where their detector works, and the
-rationale is assembled from the reads, so it cannot contradict the score or misquote the answer.
+"""The verdict of the key-point plan (rubric `scoring: key_points`: the embedded judge's reads, or an endpoint's
+one structured reply, structured_points.py): the reads become features, the grade model turns them into the
+fraction of full marks, red flags act where their detector works, and the rationale is assembled from the reads,
+so it cannot contradict the score or misquote the answer.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import math
 import numpy as np
 
 from .arithmetic import apply_red_flags, to_scale
+from .criteria_verdict import criterion_results
 from .embeddings import Embedder
 from .grade_model import (
     Anchors,
@@ -19,8 +21,18 @@ from .grade_model import (
     unfitted_fraction,
     unfitted_fraction_sd,
 )
+from .guards import evidence_supported
 from .key_points import Evidence, best_sentences, key_points_of
-from .models import CriterionResult, KeyPointResult, Question, RedFlag, RedFlagResult, Rubric, Verdict
+from .models import (
+    CriterionResult,
+    KeyPointResult,
+    Question,
+    RedFlag,
+    RedFlagResult,
+    ReviewFlag,
+    Rubric,
+    Verdict,
+)
 from .reading import Reading, fail_and_disagreement_flags, stored_features
 
 
@@ -42,11 +54,16 @@ def key_point_verdict(r: Reading, embedder: Embedder, model: GradeModel | None, 
     sd = model.fraction_sd(row, variances) if model else unfitted_fraction_sd(variances)
     red, hits = claim_flags(q, r, embedder, model)
     fraction = apply_red_flags(fraction, hits)
-    kps = key_point_results(points, result.points, evidence)
+    quotes = supported_quotes(r, len(points))
+    kps = key_point_results(points, result.points, evidence, quotes)
     raw = to_scale(fraction, r.rubric)
     k = result.keyidea
     holistic_level = round(4 * k.expected / 5, 4) if k else None
-    criteria = derived_criteria(r.rubric, row, fraction)
+    # An endpoint judge reports each criterion's level (quotes checked); the embedded judge's are derived.
+    criteria = (
+        criterion_results(r.rubric, result, r.text) if result.criteria else derived_criteria(r.rubric, row, fraction)
+    )
+    flag_unsupported(r, quotes, criteria)
     score, score_100 = r.final_score(
         raw, fraction, stored_features(q.id, raw, holistic_level, criteria, r.sim, len(r.text))
     )
@@ -61,21 +78,52 @@ def key_point_verdict(r: Reading, embedder: Embedder, model: GradeModel | None, 
         criteria=criteria,
         key_points=kps,
         red_flags=red,
-        rationale=assembled_rationale(kps, red, row, model, score, r.base["scale_max"]),
+        rationale=assembled_rationale(kps, red, row, model, score, r.base["scale_max"]) + unfitted_note(r, model),
     )
 
 
-def key_point_results(points: list[str], probabilities: list[float], evidence: list[Evidence]) -> list[KeyPointResult]:
-    """Each point with the probability that the answer states it; a covered point quotes its closest sentence."""
+def supported_quotes(r: Reading, n: int) -> list[str | None]:
+    """Per key point, the endpoint's quote: the quote when the answer contains it, "" when it gave none, None
+    when the answer does not contain it (dropped). All "" in probability mode, which quotes nothing."""
+    given = r.result.point_evidence if len(r.result.point_evidence) == n else [""] * n
+    return [q if evidence_supported(q, r.text) is not False else None for q in given]
+
+
+def flag_unsupported(r: Reading, quotes: list[str | None], criteria: list[CriterionResult]) -> None:
+    """Quotes the judge gave that the answer does not contain were dropped: the review flag says where."""
+    where = [f"key point {i}" for i, q in enumerate(quotes, 1) if q is None]
+    where += [c.id for c in criteria if c.evidence_supported is False]
+    if where:
+        r.flags.append(
+            ReviewFlag(code="unsupported_evidence", reason=f"quotes not found in the answer for: {', '.join(where)}")
+        )
+
+
+def unfitted_note(r: Reading, model: GradeModel | None) -> str:
+    """What a structured (endpoint) reading is scored with, since the grade model does not apply to it."""
+    if r.result.mode != "structured" or model is not None:
+        return ""
+    return (
+        " Scored by the endpoint judge's key-point reply: the mean of the key-idea and key-point readings (the "
+        "grade model is fitted on the embedded judge only)."
+    )
+
+
+def key_point_results(
+    points: list[str], probabilities: list[float], evidence: list[Evidence], quotes: list[str | None] | None = None
+) -> list[KeyPointResult]:
+    """Each point with the probability that the answer states it; a covered point quotes the judge's supported
+    quote where it gave one (an endpoint), else its closest sentence."""
+    quotes = quotes or [""] * len(points)
     return [
         KeyPointResult(
             text=p,
             probability=round(pr, 4),
             covered=pr >= 0.5,
-            evidence=e.sentence if pr >= 0.5 else "",
+            evidence=(qt or e.sentence) if pr >= 0.5 else "",
             similarity=e.similarity,
         )
-        for p, pr, e in zip(points, probabilities, evidence, strict=True)
+        for p, pr, e, qt in zip(points, probabilities, evidence, quotes, strict=True)
     ]
 
 

@@ -204,10 +204,10 @@ class Rubric(Strict):
     red_flag_policy: RedFlagPolicy = Field(default_factory=RedFlagPolicy)
     scoring: Literal["key_points", "criteria"] = Field(
         default="key_points",
-        description="How probability-mode judges (the embedded default) score: 'key_points' reads the key idea, each "
-        "key point and each red flag's claim, and maps them to the score with a model fitted on human grades; "
-        "'criteria' reads each criterion's level (and holistic/views) and weights them. Structured mode (endpoints) "
-        "always returns per-criterion levels.",
+        description="How judges score: 'key_points' reads the key idea, each key point and each red flag's claim "
+        "(the embedded judge one digit read each, mapped to the score with a model fitted on human grades; an "
+        "endpoint in structured mode one JSON reply covering them all and each criterion's level); 'criteria' reads "
+        "each criterion's level (and holistic/views) and weights them.",
     )
     calibration: str | None = Field(
         default=None,

@@ -14,6 +14,7 @@ import time
 
 from .backends import (
     LEVEL_DIGITS,
+    VIEW_DIGITS,
     AnswerRefusedError,
     Backend,
     DigitRead,
@@ -37,24 +38,31 @@ class DialectRejectedError(JudgeReplyError):
     """The endpoint rejected this response_format form: detection tries the next one."""
 
 
-_LEVEL_KEY = re.compile(r'"level"\s*:\s*"?$')
+# The digit fields read from a JSON reply's logprobs: criterion levels (0-4) and the key-point reply's key idea (0-5).
+_DIGIT_KEYS = (
+    (re.compile(r'"level"\s*:\s*"?$'), LEVEL_DIGITS),
+    (re.compile(r'"key_idea"\s*:\s*"?$'), VIEW_DIGITS),
+)
 
 
 def levels_from_logprobs(content) -> list[DigitRead]:
-    """Finds each criterion level token in a JSON reply and reads its top_logprobs distribution."""
+    """Finds each level (and key-idea) digit token in a JSON reply and reads its top_logprobs distribution, in
+    reply order; a read's digit set (5 or 6 digits) says which field it is."""
     reads: list[DigitRead] = []
     text = ""
     for tok in content or []:
         t = tok.token
-        if t.strip() in LEVEL_DIGITS and _LEVEL_KEY.search(text + t[: len(t) - len(t.lstrip())]):
-            lp = {x.token.strip(): x.logprob for x in (tok.top_logprobs or [])}
-            lp.setdefault(t.strip(), tok.logprob)
-            try:
-                r = distribution(lp, LEVEL_DIGITS)
-                r.source = "top_logprobs"
-                reads.append(r)
-            except JudgeReplyError:
-                pass
+        before = text + t[: len(t) - len(t.lstrip())]
+        for key, digits in _DIGIT_KEYS:
+            if t.strip() in digits and key.search(before):
+                lp = {x.token.strip(): x.logprob for x in (tok.top_logprobs or [])}
+                lp.setdefault(t.strip(), tok.logprob)
+                try:
+                    r = distribution(lp, digits)
+                    r.source = "top_logprobs"
+                    reads.append(r)
+                except JudgeReplyError:
+                    pass
         text += t
     return reads
 

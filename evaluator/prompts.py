@@ -141,6 +141,18 @@ class PromptSet:
     def structured(self, q: Question, r: Rubric, answer: str) -> Messages:
         return self.build(q, r, answer, "intro_structured", "ask_structured")
 
+    def structured_points(
+        self, q: Question, r: Rubric, answer: str, points: list[str], claims: list[tuple[str, str]]
+    ) -> Messages:
+        """The one structured call of a key-point rubric: the numbered key points, the red flags' claims, the
+        key-idea scale and the criteria, then the fenced answer; the reply covers them all (structured_points.py)."""
+        return Messages(
+            system=self._render("system.j2"),
+            prefix=self._render("context_points_structured.j2", question=q, rubric=r, points=points, claims=claims),
+            answer_block=self._render("answer.j2", answer=neutralise(answer)),
+            ask=self._render("ask_structured.j2"),
+        )
+
     def explain(self, q: Question, r: Rubric, answer: str, levels: list[dict]) -> Messages:
         return self.build(q, r, answer, "intro_explain", "ask_explain", levels=levels)
 

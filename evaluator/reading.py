@@ -111,6 +111,8 @@ def lower_of(a: JudgeResult, b: JudgeResult | None) -> JudgeResult:
         out.keyidea = b.keyidea
     if len(b.points) == len(out.points):
         out.points = [min(x, y) for x, y in zip(out.points, b.points, strict=True)]
+    if b.point_evidence:  # an endpoint's quotes: those of the copy without the suspect text
+        out.point_evidence = list(b.point_evidence)
     for fid, fo in b.red_flags.items():
         mine = out.red_flags.get(fid)
         if mine is None or (fo.probability or 0) > (mine.probability or 0) or (fo.hit and not mine.hit):

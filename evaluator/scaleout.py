@@ -13,8 +13,8 @@ from types import SimpleNamespace
 from .backends import Backend, DigitRead, JudgeReplyError
 from .config import DEFAULT_ADVANCE_AT, DEFAULT_EMBEDDER, DEFAULT_EVAL_SET, DEFAULT_REJECT_BELOW, resolve_judge_settings
 from .errors import DataValidationError
-from .judges import Judge
-from .models import JudgeOutput, Usage
+from .judges import Judge, reply_model, structured_read
+from .models import Usage
 from .openai_backend import levels_from_logprobs, request_body
 from .outputs import write_outputs
 from .prompts import Messages
@@ -27,8 +27,9 @@ def request_line(ev: Evaluator, les: LoadedEvalSet, key: str, qid: str, answer: 
     q = les.by_id[qid]
     rubric = ev.resources.rubric_for(les, q).rubric
     text, _ = ev.prepare_answer(answer)
-    msgs = ev.prompts.structured(q, rubric, text)
-    body = request_body(ev.judge.settings, msgs.as_chat(), JudgeOutput.model_json_schema())
+    # The request live structured grading sends: the key-point reply for a key-point rubric, else per criterion.
+    read = structured_read(q, rubric, text, ev.prompts)
+    body = request_body(ev.judge.settings, read.messages.as_chat(), reply_model(q, rubric).model_json_schema())
     return {"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body}
 
 

@@ -223,7 +223,10 @@ class Evaluator:
         if basis != text:
             sim = similarity_figures(self.embedder, q, basis)
         reading = Reading(q, rubric, basis, result, sim, flags, usage, base, mapping)
-        return key_point_verdict(reading, self.embedder, self.grade_model(), self.anchors(q, rubric))
+        # Anchors feed only the grade model, fitted on the embedded judge's digit reads: an endpoint's one
+        # structured reply is scored without either, so it spends no anchor calls.
+        anchors = self.anchors(q, rubric) if self.judge.mode == "probability" else None
+        return key_point_verdict(reading, self.embedder, self.grade_model(), anchors)
 
     def _read(self, q: Question, rubric: Rubric, text: str, flags: list[ReviewFlag]) -> tuple[JudgeResult, str]:
         """The judge's reading and the text left once the screen removed what is not an answer. When anything
@@ -264,10 +267,13 @@ class Evaluator:
         if err:
             r.flags.append(ReviewFlag(code="explanation_failed", reason=f"no explanation: {err}"))
 
-    # -- key-point verdicts (probability mode, rubric scoring "key_points")
+    # -- key-point verdicts (rubric scoring "key_points")
 
     def grade_model(self) -> GradeModel | None:
         """The shipped grade model when it was fitted on this judge's readings, else None."""
+        if self.judge.mode != "probability":
+            # Fitted on digit reads: a structured reply's yes/no and one-hot levels are not those readings.
+            return None
         if not hasattr(self, "_grade_model"):
             m = load_grade_model(self.resources.root / "rubrics" / MODEL_FILE)
             reading = {

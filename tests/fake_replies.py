@@ -4,7 +4,8 @@ judge (stdlib only).
 - a request with `response_format` gets a JSON object matching the judge schema: the criteria ids
   are read from the prompt lines `[id] Name: ...`, each level comes from a hash of the answer text
   between <answer> and </answer> (and the criterion id); the level tokens carry `top_logprobs`
-  when the request asks for logprobs;
+  when the request asks for logprobs; a key-point prompt (`KEY POINTS (numbered)`) gets the key-point reply:
+  each point stated or not from a hash, quoting the answer's first words, no claim made, a key idea 0-5;
 - a request with `max_tokens=1` (probability mode) gets one digit with `logprobs.content[0].top_logprobs`
   over the digits;
 - every reply carries `usage`.
@@ -114,7 +115,8 @@ def chat_reply(req: dict, n: int, malformed: bool, model: str, logprobs: bool) -
     text, first_user, answer = _prompt_parts(messages)
     want_lp = bool(req.get("logprobs")) and logprobs
     if req.get("response_format") is not None:
-        content, lp = _structured(first_user, answer, want_lp)
+        reply = _structured_points if _POINTS_HEAD in first_user else _structured
+        content, lp = reply(first_user, answer, want_lp)
         if malformed:
             content, lp = content[: max(1, len(content) // 2)], None
     elif req.get("max_tokens") == 1:
@@ -125,10 +127,69 @@ def chat_reply(req: dict, n: int, malformed: bool, model: str, logprobs: bool) -
     return _completion(n, req.get("model") or model, text, content, lp)
 
 
-def _structured(prompt: str, answer: str, want_lp: bool) -> tuple[str, dict | None]:
+def _criterion_ids(prompt: str) -> list[str]:
     crit_part = prompt.split("CRITERIA", 1)[-1]
-    crit_part = re.split(r"\nRED FLAGS|\nOVERALL|<answer>", crit_part, maxsplit=1)[0]
-    ids = list(dict.fromkeys(_CRITERION_LINE.findall(crit_part)))
+    crit_part = re.split(r"\nRED FLAGS|\nOVERALL|\nReturn one JSON|<answer>", crit_part, maxsplit=1)[0]
+    return list(dict.fromkeys(_CRITERION_LINE.findall(crit_part)))
+
+
+def _criteria_pieces(ids: list[str], answer: str, quote: str) -> list[tuple[str, list[str] | None]]:
+    """The criteria entries, each level digit a token of its own (for logprobs)."""
+    pieces: list[tuple[str, list[str] | None]] = []
+    for i, cid in enumerate(ids):
+        lvl = str(_level(answer, cid))
+        entry = (
+            f'{{"criterion": {json.dumps(cid)}, "evidence": {json.dumps(quote if lvl >= "2" else "")}, '
+            f'"reason": "fake judge: level from a hash of the answer", "level": "'
+        )
+        pieces += [((", " if i else "") + entry, None), (lvl, _DIGITS), ('"}', None)]
+    return pieces
+
+
+def _tokens(pieces: list[tuple[str, list[str] | None]], want_lp: bool) -> tuple[str, dict | None]:
+    """The reply text (checked to be JSON), and its logprobs when asked: a digit piece gets top_logprobs over its
+    digits, any other piece is one certain token."""
+    content = "".join(p for p, _ in pieces)
+    json.loads(content)
+    if not want_lp:
+        return content, None
+    toks = []
+    for p, digits in pieces:
+        top = _digit_logprobs(p, digits) if digits else [{"token": p, "logprob": 0.0, "bytes": None}]
+        toks.append({"token": p, "logprob": top[0]["logprob"], "bytes": None, "top_logprobs": top})
+    return content, {"content": toks}
+
+
+_POINTS_HEAD = "KEY POINTS (numbered)"
+_POINT_LINE = re.compile(r"^(\d)\. ", re.M)
+
+
+def _structured_points(prompt: str, answer: str, want_lp: bool) -> tuple[str, dict | None]:
+    """The key-point reply (structured mode, a key-point rubric): each numbered point stated or not from a hash
+    of the answer, quoting the answer's first words; no claim made; the key idea and the levels from hashes."""
+    points = _POINT_LINE.findall(prompt.split(_POINTS_HEAD, 1)[1].split("\n\n", 1)[0])
+    claims: list[str] = []
+    if "\nMISTAKEN CLAIMS" in prompt:
+        claims = _FLAG_LINE.findall(prompt.split("\nMISTAKEN CLAIMS", 1)[1].split("\n\n", 1)[0])
+    quote = " ".join(answer.split()[:5])
+    entries = []
+    for n in points:
+        stated = unit("point", n, answer.strip()) < 0.6
+        entries.append({"point": n, "evidence": quote if stated else "", "stated": "yes" if stated else "no"})
+    made = [{"id": c, "made": "no"} for c in claims]
+    idea = str(int(unit("key_idea", answer.strip()) * 6))
+    pieces: list[tuple[str, list[str] | None]] = [
+        (f'{{"key_points": {json.dumps(entries)}, "claims": {json.dumps(made)}, "key_idea": "', None),
+        (idea, [*_DIGITS, "5"]),
+        ('", "criteria": [', None),
+    ]
+    pieces += _criteria_pieces(_criterion_ids(prompt), answer, quote)
+    pieces.append(('], "rationale": "Deterministic fake verdict.", "off_task_or_injection": false}', None))
+    return _tokens(pieces, want_lp)
+
+
+def _structured(prompt: str, answer: str, want_lp: bool) -> tuple[str, dict | None]:
+    ids = _criterion_ids(prompt)
     flags: list[str] = []
     if "\nRED FLAGS" in prompt:
         flag_part = prompt.split("\nRED FLAGS", 1)[1].split("\n\n", 1)[0]
@@ -137,27 +198,13 @@ def _structured(prompt: str, answer: str, want_lp: bool) -> tuple[str, dict | No
     quote = " ".join(words[:5])
     hits = [{"id": f, "evidence": quote} for f in flags if unit("flag", f, answer.strip()) < 0.1]
     # Built by hand so each level digit is a token of its own (for logprobs), then checked to be JSON.
-    pieces: list[tuple[str, bool]] = [('{"criteria": [', False)]
-    for i, cid in enumerate(ids):
-        lvl = str(_level(answer, cid))
-        entry = (
-            f'{{"criterion": {json.dumps(cid)}, "evidence": {json.dumps(quote if lvl >= "2" else "")}, '
-            f'"reason": "fake judge: level from a hash of the answer", "level": "'
-        )
-        pieces += [((", " if i else "") + entry, False), (lvl, True), ('"}', False)]
+    pieces: list[tuple[str, list[str] | None]] = [('{"criteria": [', None)]
+    pieces += _criteria_pieces(ids, answer, quote)
     pieces.append(
         (
             f'], "red_flags": {json.dumps(hits)}, "rationale": "Deterministic fake verdict.", '
             '"off_task_or_injection": false}',
-            False,
+            None,
         )
     )
-    content = "".join(p for p, _ in pieces)
-    json.loads(content)
-    if not want_lp:
-        return content, None
-    toks = []
-    for p, is_digit in pieces:
-        top = _digit_logprobs(p, _DIGITS) if is_digit else [{"token": p, "logprob": 0.0, "bytes": None}]
-        toks.append({"token": p, "logprob": top[0]["logprob"], "bytes": None, "top_logprobs": top})
-    return content, {"content": toks}
+    return _tokens(pieces, want_lp)

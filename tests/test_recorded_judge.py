@@ -28,9 +28,10 @@ from conftest_vcr import (
     response_json,
 )
 from evaluator import openai_backend, scoring
-from evaluator.backends import LEVEL_DIGITS, JudgeReplyError
+from evaluator.backends import LEVEL_DIGITS, VIEW_DIGITS, JudgeReplyError
 from evaluator.config import resolve_judge_settings
-from evaluator.judges import make_judge
+from evaluator.judges import make_judge, reply_model, structured_read
+from evaluator.key_points import key_points_of
 from evaluator.models import JudgeOutput
 from evaluator.prompts import PromptSet
 from evaluator.resources import Resources
@@ -64,6 +65,13 @@ def bank(question_id: str = QUESTION):
     res = resources()
     les, q = res.find_question(question_id)
     return q, res.rubric_for(les, q).rubric, PromptSet(res.prompts_dir)
+
+
+def criteria_bank(question_id: str = QUESTION):
+    """The bank with its rubric graded per criterion: the structured cassettes below record the per-criterion
+    request, which a key-point rubric (ml-screening's) no longer sends in structured mode."""
+    q, rubric, prompts = bank(question_id)
+    return q, criteria_scoring(rubric), prompts
 
 
 def evaluator(s):
@@ -105,7 +113,7 @@ def response_format_form(body: dict) -> str:
 
 
 def test_structured_llama_cpp_dialect_scores_every_criterion():
-    q, rubric, prompts = bank()
+    q, rubric, prompts = criteria_bank()
     judge = make_judge(settings("structured", "llama_cpp"))
     with recorded("structured_llama_cpp") as cassette:
         result = judge.judge(q, rubric, ANSWER, prompts)
@@ -137,7 +145,7 @@ def test_dialect_auto_falls_back_to_llama_cpp_after_json_schema_500(monkeypatch)
     sleeps: list[float] = []
     # Replay need not wait.
     monkeypatch.setattr(openai_backend.OpenAIBackend, "_pause", lambda self, s: sleeps.append(s))
-    q, rubric, prompts = bank()
+    q, rubric, prompts = criteria_bank()
     judge = make_judge(settings("structured"))
     assert judge.settings.dialect == "auto" and judge.backend.dialect is None
     with recorded("structured_dialect_auto") as cassette:
@@ -160,7 +168,7 @@ def test_dialect_auto_falls_back_to_llama_cpp_after_json_schema_500(monkeypatch)
 
 
 def test_json_object_dialect_is_scored_or_unscored_with_reason():
-    q, rubric, prompts = bank()
+    q, rubric, prompts = criteria_bank()
     judge = make_judge(settings("structured", "json_object"))
     with recorded("structured_json_object") as cassette:
         result = judge.judge(q, rubric, ANSWER, prompts)
@@ -179,7 +187,7 @@ def test_json_object_dialect_is_scored_or_unscored_with_reason():
 
 
 def test_repair_reask_sends_the_repair_prompt():
-    q, rubric, prompts = bank()
+    q, rubric, prompts = criteria_bank()
     judge = make_judge(settings("structured", "llama_cpp"))
     want = [c.id for c in reversed(rubric.criteria)]
 
@@ -212,8 +220,9 @@ def test_repair_reask_sends_the_repair_prompt():
 
 
 def test_truncated_reply_is_unscored():
-    q, _rubric, _prompts = bank()
     ev = evaluator(settings("structured", "llama_cpp", max_tokens=20))
+    for lr in ev.resources.rubrics().values():
+        lr.rubric = criteria_scoring(lr.rubric)
     les, q = ev.resources.find_question(QUESTION)
     with recorded("structured_truncated") as cassette:
         verdict = ev.score(les, q, ANSWER)
@@ -230,13 +239,55 @@ def test_truncated_reply_is_unscored():
 
 
 def test_truncated_reply_keeps_the_raw_text():
-    q, rubric, prompts = bank()
+    q, rubric, prompts = criteria_bank()
     judge = make_judge(settings("structured", "llama_cpp", max_tokens=20))
     with recorded("structured_truncated_raw") as cassette:
         result = judge.judge(q, rubric, ANSWER, prompts)
     assert result.status == "unscored"
     cut = response_json(cassette.responses[0])["choices"][0]["message"]["content"]
     assert cut and result.raw_reply == cut
+
+
+def test_structured_key_points_one_reply_gives_the_key_point_verdict():
+    """A key-point rubric (ml-screening's) over an endpoint: one JSON reply covering each key point, claim, the
+    key idea and the criteria, turned into the key-point verdict."""
+    # The client's timeout is not in the request body: a long one lets the 2-core recording machine finish a reply
+    # of some 400 tokens.
+    ev = evaluator(settings("structured", "llama_cpp", timeout=900))
+    les, q = ev.resources.find_question(QUESTION)
+    rubric = ev.resources.rubric_for(les, q).rubric
+    assert rubric.scoring == "key_points"
+    with recorded("structured_key_points") as cassette:
+        verdict = ev.score(les, q, ANSWER)
+
+    bodies = [request_json(r) for r in cassette.requests]
+    read = structured_read(q, rubric, ANSWER, ev.prompts)
+    assert bodies[0]["messages"] == read.messages.as_chat()
+    assert bodies[0]["response_format"]["schema"] == reply_model(q, rubric).model_json_schema()
+    # What the recorded model did: one valid reply (the schema's exact shape left it no other), no repair.
+    assert len(bodies) == 1 == verdict.usage.calls
+    assert verdict.status == "scored", verdict.reason
+    reply = json.loads(response_json(cassette.responses[0])["choices"][0]["message"]["content"])
+    assert len(verdict.key_points) == len(key_points_of(q)) == len(reply["key_points"])
+    assert [k.probability for k in verdict.key_points] == [
+        1.0 if p["stated"] == "yes" else 0.0 for p in reply["key_points"]
+    ]
+    # Its quotes are all in the answer, so each covered point quotes the endpoint.
+    assert [k.evidence for k in verdict.key_points if k.covered] == [
+        p["evidence"] for p in reply["key_points"] if p["stated"] == "yes"
+    ]
+    assert all(k.evidence in ANSWER for k in verdict.key_points)
+    assert "unsupported_evidence" not in codes(verdict)
+    # The key idea is probability-weighted from the digit's top_logprobs (0-5).
+    keyidea = verdict.views["keyidea"]["probabilities"]
+    assert_probabilities(keyidea, VIEW_DIGITS)
+    assert 0.0 < keyidea[reply["key_idea"]] < 1.0
+    assert [c.probability_source for c in verdict.criteria] == ["top_logprobs"] * len(rubric.criteria)
+    # Claims it says are made are listed with no effect: the red-flag gate is measured on the embedded judge.
+    assert all(not f.hit for f in verdict.red_flags)
+    assert [c.id for c in verdict.criteria] == [c.id for c in rubric.criteria]
+    assert all(c.derived_from == "" and c.level is not None for c in verdict.criteria)
+    assert "grade model is fitted on the embedded judge only" in verdict.rationale
 
 
 # ---------------------------------------------------------------- probability mode

@@ -120,6 +120,7 @@ LEVELS = {"correctness": 4, "coverage": 3, "depth": 2, "clarity": 4}
 
 
 def test_structured_verdict_arithmetic(resources):
+    criteria_scoring(resources)  # the per-criterion reply; tests/test_structured_points.py has key points
     ev = scripted_evaluator(resources)
     ev.judge.backend.enqueue(structured_reply(LEVELS))
     les, q = resources.find_question("overfitting")
@@ -133,6 +134,7 @@ def test_structured_verdict_arithmetic(resources):
 
 
 def test_red_flag_cap_and_unsupported_evidence_flag(resources):
+    criteria_scoring(resources)  # the per-criterion reply; tests/test_structured_points.py has key points
     ev = scripted_evaluator(resources)
     les, q = resources.find_question("overfitting")
     cap = next(f for f in q.red_flags if f.effect.value == "cap")
@@ -144,6 +146,7 @@ def test_red_flag_cap_and_unsupported_evidence_flag(resources):
 
 
 def test_invalid_reply_is_repaired_once_then_unscored(resources):
+    criteria_scoring(resources)  # the per-criterion reply; tests/test_structured_points.py has key points
     ev = scripted_evaluator(resources)
     les, q = resources.find_question("overfitting")
     ev.judge.backend.enqueue("not json at all", structured_reply(LEVELS))
@@ -202,6 +205,7 @@ def test_review_flags_for_input_problems(resources, fake_evaluator):
 
 
 def test_fail_red_flag_is_flagged(resources):
+    criteria_scoring(resources)  # the per-criterion reply; tests/test_structured_points.py has key points
     ev = scripted_evaluator(resources)
     les = resources.load_eval_set("ml-screening")
     q = next(q for q in les.eval_set.questions if any(f.effect.value == "fail" for f in q.red_flags))
@@ -299,6 +303,7 @@ def test_overall_only_rubric_explains_the_overall_reading_not_unread_zeros(resou
 
 
 def test_endpoint_quotes_not_in_the_answer_are_removed_and_flagged(resources):
+    criteria_scoring(resources)  # the per-criterion reply; tests/test_structured_points.py has key points
     ev = scripted_evaluator(resources)
     les, q = resources.find_question("overfitting")
     reply = json.loads(structured_reply(LEVELS, evidence="the model is perfect on every data set"))
