@@ -7,7 +7,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from .backends import DigitRead
-from .models import Usage
+from .models import CriterionJudgment, Usage
 
 
 class CriterionOut(BaseModel):
@@ -45,3 +45,16 @@ class JudgeResult(BaseModel):
     raw_reply: str | None = None
     dialect: str | None = None
     retryable: bool = False
+
+
+def criterion_out(j: CriterionJudgment, read: DigitRead | None) -> CriterionOut:
+    """A criterion of a structured reply: its level probability-weighted where the endpoint gave the level digit's
+    logprobs (`read`), else the level it wrote."""
+    return CriterionOut(
+        level=read.expected if read else float(j.level.value),
+        argmax=int(j.level.value),
+        probabilities=read.probabilities if read else None,
+        source="top_logprobs" if read else "sampled",
+        evidence=j.evidence,
+        reason=j.reason,
+    )

@@ -26,7 +26,7 @@ from .backends import (
 from .config import JudgeSettings
 from .errors import JudgeConfigError
 from .fakes import OverlapBackend, ScriptedBackend
-from .judge_result import CriterionOut, FlagOut, JudgeResult
+from .judge_result import CriterionOut, FlagOut, JudgeResult, criterion_out
 from .key_points import key_points_of
 from .local_model import LocalBackend
 from .models import JudgeOutput, Question, Rubric, Usage
@@ -222,16 +222,7 @@ def _fill_criteria(out: JudgeResult, parsed: JudgeOutput, reads: list[DigitRead]
     quote and reason, the red flags it names, the rationale."""
     by_id = {c.criterion: c for c in parsed.criteria}
     for i, c in enumerate(rubric.criteria):
-        j = by_id[c.id]
-        read = reads[i] if i < len(reads) else None
-        out.criteria[c.id] = CriterionOut(
-            level=read.expected if read else float(j.level.value),
-            argmax=int(j.level.value),
-            probabilities=read.probabilities if read else None,
-            source="top_logprobs" if read else "sampled",
-            evidence=j.evidence,
-            reason=j.reason,
-        )
+        out.criteria[c.id] = criterion_out(by_id[c.id], reads[i] if i < len(reads) else None)
     known = {f.id for f in q.red_flags}
     for h in parsed.red_flags:
         if h.id in known:

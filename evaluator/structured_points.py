@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, create_model
 
 from .backends import LEVEL_DIGITS, VIEW_DIGITS, DigitRead, JudgeReplyError, one_hot
-from .judge_result import CriterionOut, FlagOut, JudgeResult
+from .judge_result import FlagOut, JudgeResult, criterion_out
 from .models import CriterionJudgment, Question, Rubric, Strict
 
 
@@ -159,15 +159,6 @@ def fill_points(out: JudgeResult, parsed: KeyPointOutput, reads: list[DigitRead]
     # Level reads follow the reply's order of criteria; a reply missing one of them is read one-hot throughout.
     level_of = dict(zip(by_id, levels, strict=True)) if len(levels) == len(by_id) else {}
     for crit in rubric.criteria:
-        j = by_id[crit.id]
-        read = level_of.get(crit.id)
-        out.criteria[crit.id] = CriterionOut(
-            level=read.expected if read else float(j.level.value),
-            argmax=int(j.level.value),
-            probabilities=read.probabilities if read else None,
-            source="top_logprobs" if read else "sampled",
-            evidence=j.evidence,
-            reason=j.reason,
-        )
+        out.criteria[crit.id] = criterion_out(by_id[crit.id], level_of.get(crit.id))
     out.rationale = parsed.rationale
     out.off_task = parsed.off_task_or_injection
