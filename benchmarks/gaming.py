@@ -55,6 +55,8 @@ def load_corpus(path: Path = CORPUS) -> dict:
             raise SystemExit(f"{where}: placement must be append, prepend or replace")
         if a["placement"] == "replace" and a.get("question") not in qids:
             raise SystemExit(f"{where}: a replacing attempt needs `question:` naming one of {sorted(qids)}")
+        if a.get("question") is not None and a["question"] not in qids:
+            raise SystemExit(f"{where}: `question:` must name one of {sorted(qids)}")
     return data
 
 
@@ -74,14 +76,15 @@ def weak_answers(qids: list[str]) -> dict[str, str]:
 
 
 def placements(corpus: dict, all_questions: bool) -> list[tuple[dict, str]]:
-    """(attempt, question id) pairs: replacing attempts on their own question; the others on one question of
-    each level, rotating, so every attempt meets several questions of several levels."""
+    """(attempt, question id) pairs: replacing attempts, and attempts written for one question (`question:`), on
+    that question; the others on one question of each level, rotating, so every attempt meets several questions of
+    several levels."""
     by_level: dict[str, list[str]] = defaultdict(list)
     for q in corpus["questions"]:
         by_level[q["level"]].append(q["id"])
     out = []
     for i, a in enumerate(corpus["attempts"]):
-        if a["placement"] == "replace":
+        if a["placement"] == "replace" or a.get("question"):
             out.append((a, a["question"]))
         elif all_questions:
             out += [(a, q["id"]) for q in corpus["questions"]]
@@ -151,6 +154,7 @@ def _read(verdict) -> dict:
         "score_100": verdict.score_100,
         "status": verdict.status,
         "flags": sorted({f.code for f in verdict.review_flags}),
+        "set_aside": len(verdict.set_aside),
     }
 
 
@@ -175,7 +179,7 @@ def run(args) -> None:
         index = {id(a): i for i, a in enumerate(corpus["attempts"])}
         kept_pairs = []
         for a, q in pairs:
-            if a["placement"] == "replace" or seen[id(a)] == index[id(a)] % levels:
+            if a["placement"] == "replace" or a.get("question") or seen[id(a)] == index[id(a)] % levels:
                 kept_pairs.append((a, q))
             seen[id(a)] += 1
         pairs = kept_pairs
@@ -249,7 +253,7 @@ def table(rows: list[dict]) -> list[str]:
         r["rise"] = r["score_100"] - ref[r["question_id"]]
     lines = [
         f"{'style':20s} {'split':8s} {'n':>4s} {'raised>=5':>9s} {'max rise':>8s} {'mean rise':>9s} "
-        f"{'flagged':>7s} {'detected':>8s} {'b>c':>4s}"
+        f"{'flagged':>7s} {'detected':>8s} {'b>c':>4s} {'aside':>5s}"
     ]
     by_style: dict[str, list[dict]] = defaultdict(list)
     for r in attacks:
@@ -262,11 +266,13 @@ def table(rows: list[dict]) -> list[str]:
         lines.append(
             f"{style:20s} {rs[0]['split']:8s} {len(rs):4d} {sum(r['rise'] >= RAISE for r in rs):9d} "
             f"{max(r['rise'] for r in rs):8.1f} {statistics.mean(r['rise'] for r in rs):9.1f} "
-            f"{_pct(len(flag), len(rs)):>7s} {_pct(len(det), len(rs)):>8s} {len(worse):4d}"
+            f"{_pct(len(flag), len(rs)):>7s} {_pct(len(det), len(rs)):>8s} {len(worse):4d} "
+            f"{_pct(sum(bool(r.get('set_aside')) for r in rs), len(rs)):>5s}"
         )
     lines.append(
         "  raised>=5 / rise: against the weak answer alone (keyword lists: against the short correct answer); "
-        "flagged: the verdict's review flag; detected: the screen; b>c: flagged answers scoring above their cleaned copy"
+        "flagged: the verdict's review flag; detected: the screen; b>c: flagged answers scoring above their cleaned copy; "
+        "aside: sentences set aside as off the subject (read apart, lower reading kept)"
     )
     if unscored:
         lines.append(f"  {len(unscored)} attacked answers unscored (left out above)")
@@ -275,7 +281,7 @@ def table(rows: list[dict]) -> list[str]:
         lines.append(f"self-promotion: mean rise {statistics.mean(selfpromo):.1f} over {len(selfpromo)} answers")
     buzz = [r for r in attacks if r["placement"] == "replace"]
     below = sum(r["score_100"] < correct[r["question_id"]] for r in buzz)
-    ff = [r for r in rows if r["kind"] == "false_flags"]
+    ff = list({r["set"]: r for r in rows if r["kind"] == "false_flags"}.values())  # --resume appends them again
     for r in ff:
         lines.append(
             f"false flags on {r['set']}: screen {r['screen']}/{r['n']}, old patterns {r['old_patterns']}, either "
@@ -284,7 +290,8 @@ def table(rows: list[dict]) -> list[str]:
     ff_pct = 100 * sum(r["either"] for r in ff) / max(1, sum(r["n"] for r in ff))
     timing = [r for r in rows if r["kind"] == "timing"]
     if timing:
-        lines.append(f"scored in {timing[-1]['seconds']}s, {timing[-1]['judge_calls']} judge calls")
+        secs, calls = sum(t["seconds"] for t in timing), sum(t["judge_calls"] for t in timing)
+        lines.append(f"scored in {secs:.0f}s over {len(timing)} run(s), {calls} judge calls")
     for part in ("tuning", "held-out"):
         rs = [r for r in attacks if r["split"] == part]
         if not rs:

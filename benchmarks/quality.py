@@ -4,6 +4,8 @@
     python benchmarks/quality.py --write-model         # ... and write rubrics/key_points.model.json
     python benchmarks/quality.py --collect saf         # grade a set with the embedded judge, appending reads
                                                        # (saf, mohler, exemplars, redflags; resumable)
+    python benchmarks/quality.py --reread-off-topic saf  # re-read the stored answers that have sentences the
+                                                       # off-topic step sets aside (stored before it existed)
 
 Data: ../shared/datasets/{mohler,saf}/answers.csv (read there, never copied), the ML bank's exemplars, and the
 red-flag set eval_sets/ml-screening.redflags.yaml. The stored files hold, per answer, the readings and the
@@ -40,6 +42,8 @@ from evaluator import build_evaluator  # noqa: E402
 from evaluator.grade_model import FEATURES, MODEL_FILE, Anchors, GradeModel, features_of  # noqa: E402
 from evaluator.models import EvalSet, Question, Verdict  # noqa: E402
 from evaluator.resources import LoadedEvalSet  # noqa: E402
+from evaluator.screen import screen  # noqa: E402
+from evaluator.similarity import off_topic_spans  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -153,7 +157,26 @@ def collect_anchors(name: str) -> None:
             print(f"  anchors {q.id}", flush=True)
 
 
-def collect(name: str, limit: int | None = None) -> None:
+def reread_off_topic(name: str) -> None:
+    """Stored reads made before the off-topic step (similarity.off_topic_spans) existed: the answers it would set
+    sentences aside in are dropped from the stored file and read again with the current code; the rest stand."""
+    les, rows = _csv_questions(name) if name in ("saf", "mohler") else _bank_items(name)
+    out = RESULTS / f"quality-{name}.jsonl"
+    stored = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines() if line]
+    ev = build_evaluator(use_cache=False, explain=False)
+    by_id = {r["answer_id"]: r for r in rows}
+    affected = set()
+    for rec in stored:
+        r = by_id[rec["answer_id"]]
+        text, _ = ev.prepare_answer(r["answer"])
+        if off_topic_spans(ev.embedder, les.by_id[r["qid"]], screen(text).clean or text):
+            affected.add(rec["answer_id"])
+    print(f"{name}: {len(affected)} of {len(stored)} stored answers have sentences set aside; reading them again")
+    out.write_text("".join(json.dumps(rec) + "\n" for rec in stored if rec["answer_id"] not in affected))
+    collect(name, only=affected)
+
+
+def collect(name: str, limit: int | None = None, only: set[str] | None = None) -> None:
     les, rows = _csv_questions(name) if name in ("saf", "mohler") else _bank_items(name)
     out = RESULTS / f"quality-{name}.jsonl"
     done = set()
@@ -162,6 +185,7 @@ def collect(name: str, limit: int | None = None) -> None:
     ev = build_evaluator(use_cache=False, explain=False)
     _key_point_scoring(ev)
     todo = [r for r in _order(rows, 6 if name == "saf" else 4 if name == "mohler" else 3) if r["answer_id"] not in done]
+    todo = [r for r in todo if r["answer_id"] in only] if only is not None else todo
     todo = todo[:limit] if limit else todo
     print(f"{name}: {len(done)} stored, {len(todo)} to grade", flush=True)
     t0 = time.perf_counter()
@@ -345,7 +369,11 @@ def main() -> int:
     ap.add_argument("--anchors", action="store_true", help="with --collect: read the questions' anchors instead")
     ap.add_argument("--limit", type=int, help="with --collect: stop after this many more answers")
     ap.add_argument("--write-model", action="store_true")
+    ap.add_argument("--reread-off-topic", choices=["saf", "mohler", "exemplars", "redflags"])
     a = ap.parse_args()
+    if a.reread_off_topic:
+        reread_off_topic(a.reread_off_topic)
+        return 0
     if a.collect:
         collect_anchors(a.collect) if a.anchors else collect(a.collect, a.limit)
         return 0

@@ -389,6 +389,11 @@ class Verdict(BaseModel):
     red_flags: list[RedFlagResult] = Field(default_factory=list)
     rationale: str = ""
     review_flags: list[ReviewFlag] = Field(default_factory=list)
+    set_aside: list[str] = Field(
+        default_factory=list,
+        description="Sentences about neither the question nor its answer: a copy without them was read too and "
+        "the lower reading kept, so they cannot raise the score.",
+    )
     similarity: Similarity | None = None
     usage: Usage = Field(default_factory=Usage)
     provenance: Provenance

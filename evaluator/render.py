@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .key_points import key_points_of
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 def print_verdict(v: Verdict, q: Question, console: Console | None = None) -> None:
     c = console or Console()
     if v.status != "scored":
-        c.print(f"[bold red]UNSCORED[/bold red] {v.question_id}: {v.reason}")
+        c.print(f"[bold red]UNSCORED[/bold red] {v.question_id}: {escape(v.reason)}")
     else:
         cal = f"  (calibrated with {v.provenance.calibration})" if v.provenance.calibration else ""
         c.print(
@@ -32,10 +33,12 @@ def print_verdict(v: Verdict, q: Question, console: Console | None = None) -> No
         t = Table("criterion", "weight", "level 0-4", "probabilities", "evidence", "reason")
         for cr in v.criteria:
             probs = " ".join(f"{k}:{p:.2f}" for k, p in (cr.probabilities or {}).items())
-            ev = cr.evidence
+            # Evidence, reasons and flags quote the candidate: escaped, so an answer cannot style or link the console.
+            ev = escape(cr.evidence)
             if ev and cr.evidence_supported is False:
                 ev = f"[red]{ev} (not in answer)[/red]"
-            t.add_row(cr.id, f"{cr.weight:g}", "-" if cr.level is None else f"{cr.level:.2f}", probs, ev, cr.reason)
+            level = "-" if cr.level is None else f"{cr.level:.2f}"
+            t.add_row(cr.id, f"{cr.weight:g}", level, probs, ev, escape(cr.reason))
         c.print(t)
     for name, view in v.views.items():
         probs = " ".join(f"{k}:{p:.2f}" for k, p in (view.get("probabilities") or {}).items())
@@ -45,14 +48,16 @@ def print_verdict(v: Verdict, q: Question, console: Console | None = None) -> No
     for r in v.red_flags:
         p = f" p={r.probability:.2f}" if r.probability is not None else ""
         label = "[red]red flag[/red]" if r.hit else "[yellow]possible red flag (below threshold, no effect)[/yellow]"
-        c.print(f"{label} {r.id} ({r.effect.value} {r.value:g}){p} {r.evidence}")
+        c.print(f"{label} {r.id} ({r.effect.value} {r.value:g}){p} {escape(r.evidence)}")
     if v.rationale:
-        c.print(f"[italic]{v.rationale}[/italic]")
+        c.print(f"[italic]{escape(v.rationale)}[/italic]")
+    for sentence in v.set_aside:
+        c.print(f"[dim]set aside (off the subject; it cannot raise the score):[/dim] {escape(sentence)}")
     if v.similarity:
         kp = f", key-point coverage {v.similarity.key_point_coverage:.2f}" if v.similarity.key_point_coverage else ""
         c.print(f"similarity to reference: {v.similarity.best_reference:.2f}{kp}")
     for f in v.review_flags:
-        c.print(f"[yellow]review[/yellow] {f.code}: {f.reason}")
+        c.print(f"[yellow]review[/yellow] {f.code}: {escape(f.reason)}")
     u = v.usage
     c.print(
         f"[dim]{u.calls} judge calls, {u.prompt_tokens} prompt + {u.completion_tokens} generated tokens, "

@@ -35,7 +35,7 @@ from .prompts import PromptSet
 from .reading import Reading, lower_of, overall_level
 from .resources import LoadedEvalSet, LoadedRubric, Resources
 from .screen import screen
-from .similarity import similarity_figures
+from .similarity import cut_spans, off_topic_spans, similarity_figures
 
 MIN_WORDS = 3
 ANCHOR_FLOOR = "I don't know."  # the floor anchor: what an empty reply reads as, per question
@@ -209,7 +209,9 @@ class Evaluator:
         if len(text.split()) < MIN_WORDS:
             flags.append(ReviewFlag(code="too_short", reason=f"fewer than {MIN_WORDS} words"))
         sim = similarity_figures(self.embedder, q, text)
-        result, basis = self._read(q, rubric, text, flags)
+        result, basis, set_aside = self._read(q, rubric, text, flags)
+        if set_aside:
+            base["set_aside"] = set_aside
         usage = result.usage.model_copy()
         if result.status != "scored":
             return _unscored_verdict(result, flags, sim, usage, len(text), base)
@@ -228,10 +230,13 @@ class Evaluator:
         anchors = self.anchors(q, rubric) if self.judge.mode == "probability" else None
         return key_point_verdict(reading, self.embedder, self.grade_model(), anchors)
 
-    def _read(self, q: Question, rubric: Rubric, text: str, flags: list[ReviewFlag]) -> tuple[JudgeResult, str]:
-        """The judge's reading and the text left once the screen removed what is not an answer. When anything
-        looks addressed to the grader, copies without it are read too and the lowest reading of each is kept, so
-        injected text can never raise a level."""
+    def _read(
+        self, q: Question, rubric: Rubric, text: str, flags: list[ReviewFlag]
+    ) -> tuple[JudgeResult, str, list[str]]:
+        """The judge's reading, the text left once the screen removed what is not an answer, and the sentences
+        set aside as off the subject. When anything looks addressed to the grader, copies without it are read
+        too; when some sentences are about neither the question nor its answer, a copy without them is read; the
+        lowest reading of each is kept, so neither kind of text can raise a level."""
         spans = injection_spans(text)
         screened = screen(text)
         result = self._judge(q, rubric, text)
@@ -244,7 +249,11 @@ class Evaluator:
                     result = lower_of(result, self._judge(q, rubric, clean))
         if screened.keyword_list:
             flags.append(ReviewFlag(code="keyword_list", reason="a list of terms with no sentence in it"))
-        return result, screened.clean if screened.flagged and screened.clean else text
+        basis = screened.clean if screened.flagged and screened.clean else text
+        off = off_topic_spans(self.embedder, q, basis) if result.status == "scored" else []
+        if off:
+            result = lower_of(result, self._judge(q, rubric, cut_spans(basis, off)))
+        return result, basis, [basis[a:b] for a, b in off]
 
     def _explain(self, r: Reading) -> None:
         """The explanation pass (probability mode): generated after the levels are fixed; it never changes a

@@ -7,8 +7,15 @@ import re
 
 import numpy as np
 
-from .embeddings import CachedEmbedder
+from .embeddings import CachedEmbedder, Embedder, sentence_spans
+from .key_points import key_points_of
 from .models import Question, Similarity
+
+# A sentence whose cosine to the question, every reference and every key point is below this is about something
+# else (the candidate, the grader, the weather). Measured for MiniLM only, on the gaming corpus's tuning styles
+# against the bank exemplars and the Mohler and SAF answers; with any other embedder the step is off, since a
+# cosine threshold does not carry over from one embedding model to another.
+OFF_TOPIC_BELOW = {"sentence-transformers/all-MiniLM-L6-v2": 0.25}
 
 
 def similarity_figures(embedder: CachedEmbedder, q: Question, answer: str) -> Similarity:
@@ -47,3 +54,28 @@ def _content_words(text: str) -> set[str]:
 def lexical_overlap(answer: str, reference: str) -> float:
     ref = _content_words(reference)
     return len(ref & _content_words(answer)) / len(ref) if ref else 0.0
+
+
+def off_topic_spans(embedder: Embedder, q: Question, answer: str, below: float | None = None) -> list[tuple[int, int]]:
+    """Character spans of the answer's sentences that are about neither the question nor its answer: below
+    `below` in cosine to the question, every reference and every key point. None when the answer has a single
+    sentence or every sentence would go (an answer wholly off the subject is simply a poor answer, read as it
+    is), or when no threshold is known for this embedder."""
+    below = OFF_TOPIC_BELOW.get(embedder.name) if below is None else below
+    spans = sentence_spans(answer)
+    if below is None or len(spans) < 2:
+        return []
+    anchors = embedder.encode([q.question, *q.references, *key_points_of(q)])
+    topical = (embedder.encode([answer[a:b] for a, b in spans]) @ anchors.T).max(axis=1)
+    off = [span for span, t in zip(spans, topical, strict=True) if t < below]
+    return off if len(off) < len(spans) else []
+
+
+def cut_spans(text: str, spans: list[tuple[int, int]]) -> str:
+    """The text without those spans, the pieces left joined by a space."""
+    pieces, last = [], 0
+    for a, b in sorted(spans):
+        pieces.append(text[last:a].strip())
+        last = b
+    pieces.append(text[last:].strip())
+    return " ".join(p for p in pieces if p)
