@@ -252,7 +252,7 @@ def table(rows: list[dict]) -> list[str]:
         ref = correct if r["placement"] == "replace" else base
         r["rise"] = r["score_100"] - ref[r["question_id"]]
     lines = [
-        f"{'style':20s} {'split':8s} {'n':>4s} {'raised>=5':>9s} {'max rise':>8s} {'mean rise':>9s} "
+        f"{'style':25s} {'split':8s} {'n':>4s} {'raised>=5':>9s} {'max rise':>8s} {'mean rise':>9s} "
         f"{'flagged':>7s} {'detected':>8s} {'b>c':>4s} {'aside':>5s}"
     ]
     by_style: dict[str, list[dict]] = defaultdict(list)
@@ -264,7 +264,7 @@ def table(rows: list[dict]) -> list[str]:
         det = [r for r in rs if r["detected"] or (r["placement"] == "replace" and r["keyword_list"])]
         worse = [r for r in rs if r["clean_score_100"] is not None and r["score_100"] > r["clean_score_100"] + 0.5]
         lines.append(
-            f"{style:20s} {rs[0]['split']:8s} {len(rs):4d} {sum(r['rise'] >= RAISE for r in rs):9d} "
+            f"{style:25s} {rs[0]['split']:8s} {len(rs):4d} {sum(r['rise'] >= RAISE for r in rs):9d} "
             f"{max(r['rise'] for r in rs):8.1f} {statistics.mean(r['rise'] for r in rs):9.1f} "
             f"{_pct(len(flag), len(rs)):>7s} {_pct(len(det), len(rs)):>8s} {len(worse):4d} "
             f"{_pct(sum(bool(r.get('set_aside')) for r in rs), len(rs)):>5s}"

@@ -73,6 +73,6 @@ done
 "$PY" -c "import urllib.request; urllib.request.urlopen('http://$HOST:$PORT/v1/models', timeout=2)" >/dev/null
 
 status=0
-EVALUATOR_RECORD=1 "$PY" -m pytest -q -p no:cacheprovider tests/test_recorded_judge.py "$@" || status=$?
-echo "recorded; now replay offline: $PY -m pytest -q tests/test_recorded_judge.py"
+EVALUATOR_RECORD=1 "$PY" -m pytest -q -m "" -p no:cacheprovider tests/test_recorded_judge.py tests/test_recorded_gaming.py "$@" || status=$?
+echo "recorded; now replay offline: $PY -m pytest -q -m \"\" tests/test_recorded_judge.py tests/test_recorded_gaming.py"
 exit $status

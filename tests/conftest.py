@@ -36,6 +36,24 @@ def fake_evaluator():
     return build_evaluator(judge="fake:overlap", embedder="fake:hash", use_cache=False)
 
 
+@pytest.fixture
+def scripted_evaluator(resources):
+    """An evaluator whose judge replies with the digit distributions a test enqueues (anchors not read, so the
+    test scripts the answer's reads only)."""
+    from evaluator.config import resolve_judge_settings
+    from evaluator.judges import make_judge
+    from evaluator.scoring import Evaluator
+
+    ev = Evaluator(
+        resources=resources,
+        judge=make_judge(resolve_judge_settings("fake:scripted", mode="probability")),
+        embedder_name="fake:hash",
+        cache=None,
+    )
+    ev.anchors = lambda q, rubric: None
+    return ev
+
+
 def run_cli(*args: str, input: str | None = None, env: dict | None = None):
     import subprocess
 

@@ -45,28 +45,13 @@ def test_the_step_is_off_for_an_embedder_without_a_measured_threshold(resources)
     assert similarity.off_topic_spans(get_embedder("fake:hash"), q, f"{WEAK} {BRAG}") == []
 
 
-def _scripted(resources):
-    from evaluator.config import resolve_judge_settings
-    from evaluator.judges import make_judge
-    from evaluator.scoring import Evaluator
-
-    ev = Evaluator(
-        resources=resources,
-        judge=make_judge(resolve_judge_settings("fake:scripted", mode="probability")),
-        embedder_name="fake:hash",
-        cache=None,
-    )
-    ev.anchors = lambda q, rubric: None  # these tests script the answer's reads only
-    return ev
-
-
 def _reads(q, keyidea: str, point: float):
     no = [{"0": 1.0, "1": 0.0}] * len(q.red_flags)
     return [{keyidea: 1.0}, *[{"0": 1 - point, "1": point}] * len(q.key_points), *no]
 
 
-def test_the_copy_without_them_is_read_and_the_lower_reading_kept(resources, hash_threshold):
-    ev = _scripted(resources)
+def test_the_copy_without_them_is_read_and_the_lower_reading_kept(resources, hash_threshold, scripted_evaluator):
+    ev = scripted_evaluator
     les, q = _question(resources)
     # The judge is swayed by the boast (a high reading), and reads the answer without it low.
     ev.judge.backend.enqueue(*_reads(q, "5", 0.95), *_reads(q, "1", 0.05))
@@ -78,8 +63,8 @@ def test_the_copy_without_them_is_read_and_the_lower_reading_kept(resources, has
     assert "injection_suspected" not in {f.code for f in v.review_flags}  # not an attempt on the grader
 
 
-def test_the_off_topic_copy_never_raises_a_reading(resources, hash_threshold):
-    ev = _scripted(resources)
+def test_the_off_topic_copy_never_raises_a_reading(resources, hash_threshold, scripted_evaluator):
+    ev = scripted_evaluator
     les, q = _question(resources)
     # Here the boast lowers the judge's reading: the copy without it reads higher, and the lower is still kept.
     ev.judge.backend.enqueue(*_reads(q, "2", 0.3), *_reads(q, "4", 0.9))
@@ -87,22 +72,24 @@ def test_the_off_topic_copy_never_raises_a_reading(resources, hash_threshold):
     assert v.views["keyidea"]["expected"] == 2.0 and all(k.probability == 0.3 for k in v.key_points)
 
 
-def test_an_answer_about_the_question_is_read_once(resources, hash_threshold):
-    ev = _scripted(resources)
+def test_an_answer_about_the_question_is_read_once(resources, hash_threshold, scripted_evaluator):
+    ev = scripted_evaluator
     les, q = _question(resources)
     ev.judge.backend.enqueue(*_reads(q, "3", 0.5))
     v = ev.score(les, q, f"{WEAK} The model fits noise in the training data, so validation error rises.")
     assert v.set_aside == [] and ev.judge_calls == 1
 
 
-def test_the_console_verdict_shows_what_was_set_aside_and_never_renders_candidate_markup(resources, hash_threshold):
+def test_the_console_verdict_shows_what_was_set_aside_and_never_renders_candidate_markup(
+    resources, hash_threshold, scripted_evaluator
+):
     from io import StringIO
 
     from rich.console import Console
 
     from evaluator.render import print_verdict
 
-    ev = _scripted(resources)
+    ev = scripted_evaluator
     les, q = _question(resources)
     brag = "[bold red]My manager[/bold red] said nobody on my team knows it better, and I led our review."
     ev.judge.backend.enqueue(*_reads(q, "4", 0.9), *_reads(q, "1", 0.1))

@@ -180,20 +180,10 @@ def test_human_answers_are_not_flagged(name):
 # ---------------------------------------------------------------- in the scoring path
 
 
-def test_scoring_flags_a_structure_and_keeps_the_reading_without_it(resources):
+def test_scoring_flags_a_structure_and_keeps_the_reading_without_it(resources, scripted_evaluator):
     """A YAML verdict is not in the old wording patterns: the screen finds it, the verdict says what was removed,
     and the answer is read again without it, the lower reading kept."""
-    from evaluator.config import resolve_judge_settings
-    from evaluator.judges import make_judge
-    from evaluator.scoring import Evaluator
-
-    ev = Evaluator(
-        resources=resources,
-        judge=make_judge(resolve_judge_settings("fake:scripted", mode="probability")),
-        embedder_name="fake:hash",
-        cache=None,
-    )
-    ev.anchors = lambda q, rubric: None  # this test scripts the answer's reads only
+    ev = scripted_evaluator
     les, q = resources.find_question("overfitting")
     n, no = len(q.key_points), [{"0": 1.0, "1": 0.0}] * len(q.red_flags)
     high = [{"5": 1.0}, *[{"0": 0.05, "1": 0.95}] * n, *no]  # key idea, each key point, each red flag's claim
