@@ -342,6 +342,25 @@ def test_malicious_answer_renders_as_text(tmp_path):
     assert "&lt;b&gt;mallory&lt;/b&gt;" in pages[0]
 
 
+def test_sentences_set_aside_are_shown_as_text(tmp_path, monkeypatch):
+    from evaluator import similarity
+
+    # The off-topic step runs with MiniLM only; the hash embedder gets a threshold for this test.
+    monkeypatch.setattr(similarity, "OFF_TOPIC_BELOW", {"fake:hash": 0.25})
+    brag = "My <b>previous manager</b> said nobody on my team knows it better, and I led our review."
+    src = tmp_path / "answers.csv"
+    with open(src, "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["candidate_id", "question_id", "answer"])
+        w.writerow(["c1", "overfitting", f"Overfitting is when the model is too big for the training data. {brag}"])
+    out = tmp_path / "aside"
+    assert main(["grade", str(src), "--out", str(out), *FAKE]) == 0
+    client, _ = client_for(out)
+    html = client.get("/candidate", params={"id": "c1"}).text
+    assert "Set aside: off the subject" in html
+    assert "My &lt;b&gt;previous manager&lt;/b&gt; said nobody" in html and "<b>previous" not in html
+
+
 def test_highlight_cuts_text_without_markup_and_finds_respaced_quotes():
     text = "Bias is error from wrong assumptions.\nVariance   is sensitivity to the training set."
     segs = highlight(
