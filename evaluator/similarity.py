@@ -62,13 +62,29 @@ def off_topic_spans(embedder: Embedder, q: Question, answer: str, below: float |
     sentence or every sentence would go (an answer wholly off the subject is simply a poor answer, read as it
     is), or when no threshold is known for this embedder."""
     below = OFF_TOPIC_BELOW.get(embedder.name) if below is None else below
-    spans = sentence_spans(answer)
+    spans = whole_sentences(answer, sentence_spans(answer))
     if below is None or len(spans) < 2:
         return []
     anchors = embedder.encode([q.question, *q.references, *key_points_of(q)])
     topical = (embedder.encode([answer[a:b] for a, b in spans]) @ anchors.T).max(axis=1)
     off = [span for span, t in zip(spans, topical, strict=True) if t < below]
     return off if len(off) < len(spans) else []
+
+
+_BROKEN_AFTER = re.compile(r"(?:(?<![\w])[A-Za-z]\.|\b(?:etc|vs|cf|approx|incl|resp|al|fig|eq)\.|\d\.)$", re.IGNORECASE)
+
+
+def whole_sentences(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The sentence splitter's spans joined back where it cut inside a sentence: after an abbreviation ("e.g.",
+    "etc."), a single letter or a decimal point, and before a fragment of fewer than three words. A piece like
+    "g." or "fitting the scaler on the full data" says little alone and would read as off the subject."""
+    out: list[tuple[int, int]] = []
+    for a, b in spans:
+        if out and (_BROKEN_AFTER.search(text[out[-1][0] : out[-1][1]]) or len(text[a:b].split()) < 3):
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
 
 
 def cut_spans(text: str, spans: list[tuple[int, int]]) -> str:

@@ -99,3 +99,12 @@ def test_the_console_verdict_shows_what_was_set_aside_and_never_renders_candidat
     print_verdict(v, q, Console(file=out, width=400, color_system=None))
     text = out.getvalue()
     assert "set aside" in text and "[bold red]My manager[/bold red]" in text
+
+
+def test_a_sentence_cut_at_an_abbreviation_or_a_decimal_is_judged_whole(resources, hash_threshold):
+    _, q = _question(resources)
+    first = "Overfitting means fitting noise, e.g. a deep tree on 0.5 percent of the data. Yes."
+    text = first + " It is common in practice."
+    spans = similarity.whole_sentences(text, similarity.sentence_spans(text))
+    assert [text[a:b] for a, b in spans] == [first, "It is common in practice."]
+    assert similarity.off_topic_spans(get_embedder("fake:hash"), q, text) == []
