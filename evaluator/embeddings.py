@@ -240,14 +240,30 @@ def get_embedder(name: str = DEFAULT_EMBEDDER) -> CachedEmbedder:
     return _EMBEDDERS[name]
 
 
-_SENTENCE = re.compile(r"[^.!?;\n]+(?:[.!?;]+|$)", re.M)
+_TERMINATOR = re.compile(r"[.!?;]+|\n")
+# A full stop that ends no sentence: inside a token ("0.9", "sklearn.svm", the first stop of "e.g."), or after an
+# abbreviation or a single letter ("etc.", "vs.", "e.g.", "i.e.", "J. Smith").
+_NOT_AN_END = re.compile(
+    r"(?:(?<![\w.])[A-Za-z]|\b(?:etc|vs|cf|approx|incl|resp|al|fig|eq|e\.g|i\.e|dr|mr|ms|prof))$", re.I
+)
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """Character spans of the answer's sentences (split at . ! ? ; and line breaks), whitespace trimmed."""
-    spans = []
-    for m in _SENTENCE.finditer(text):
+    """Character spans of the text's sentences, whitespace trimmed: cut at . ! ? ; and line breaks, except a full
+    stop inside a token (a decimal point, a dotted name) or after an abbreviation or a single letter, so "e.g. a
+    tree on 0.5 percent of the data" stays one sentence (its evidence quote, key point or aside is whole)."""
+    cuts, start = [], 0
+    for m in _TERMINATOR.finditer(text):
         a, b = m.span()
+        if m.group() == ".":
+            after = text[b : b + 1]
+            if (after and not after.isspace()) or _NOT_AN_END.search(text[start:a]):
+                continue
+        cuts.append((start, b))
+        start = b
+    cuts.append((start, len(text)))
+    spans = []
+    for a, b in cuts:
         while a < b and text[a].isspace():
             a += 1
         while b > a and text[b - 1].isspace():

@@ -33,6 +33,10 @@ FEATURES: tuple[str, ...] = (
     "points_rel",
     "cosine_rel",
     "evidence_rel",
+    # The default score: each key point's reading placed between the question's floor and ceiling, and the key
+    # idea's, averaged with the key idea counting as one more point. 0 reads like an empty reply, 1 like the
+    # reference answer itself; no parameter is fitted, so the scale is the bank's own, not a grader's habits.
+    "coverage_rel",
 )
 MIN_SPAN = 0.1  # floor-to-ceiling gaps narrower than this are widened, so a rel feature stays bounded
 
@@ -56,6 +60,14 @@ def _rel(x: float, lo: float, hi: float) -> float:
 MODEL_FILE = "key_points.model.json"
 
 
+def point_positions(points: list[float], anchors: Anchors | None) -> list[float]:
+    """Each key point's reading placed between what the judge reads for an empty reply (0) and for the reference
+    answer (1); empty without anchors."""
+    if anchors is None or not points or len(points) != len(anchors.points):
+        return []
+    return [_rel(p, lo, hi) for p, (lo, hi) in zip(points, anchors.points, strict=True)]
+
+
 def features_of(
     keyidea: float | None,
     points: list[float],
@@ -68,14 +80,15 @@ def features_of(
     """The one feature row of an answer, for fitting and for applying the model. `keyidea` is the expected
     digit 0-5; missing values are NaN (the model imputes the training mean)."""
     nan = math.nan
-    rel = {"keyidea_rel": nan, "points_rel": nan, "cosine_rel": nan, "evidence_rel": nan}
+    rel = {"keyidea_rel": nan, "points_rel": nan, "cosine_rel": nan, "evidence_rel": nan, "coverage_rel": nan}
     if anchors is not None:
         if keyidea is not None:
             rel["keyidea_rel"] = _rel(keyidea / 5, *anchors.keyidea)
-        if points and len(points) == len(anchors.points):
-            rel["points_rel"] = float(
-                np.mean([_rel(p, lo, hi) for p, (lo, hi) in zip(points, anchors.points, strict=True)])
-            )
+        positions = point_positions(points, anchors)
+        if positions:
+            rel["points_rel"] = float(np.mean(positions))
+            idea = [] if math.isnan(rel["keyidea_rel"]) else [rel["keyidea_rel"]]
+            rel["coverage_rel"] = float(np.mean(positions + idea))
         if cosine is not None:
             rel["cosine_rel"] = _rel(cosine, anchors.cosine_floor, 1.0)
         if evidence_cosines:
@@ -112,6 +125,9 @@ class GradeModel(BaseModel):
     # The red-flag detector measured on the red-flag set: auc, threshold, effective (auc >= 0.75), and the logistic
     # weights (w_p, w_sim, b) when combining the claim read with sentence similarity measured better.
     red_flags: dict[str, float | bool] = {}
+    # Features the model cannot do without (no imputation): when one is missing, for example the question's anchors
+    # could not be read, the verdict falls back to the unfitted formula.
+    require: list[str] = []
 
     @property
     def id(self) -> str:
@@ -144,6 +160,9 @@ class GradeModel(BaseModel):
         """Each feature's push on the linear output, relative to an average training answer."""
         return {f: round(float(c * z), 4) for f, c, z in zip(self.features, self.coef, self._z(row), strict=True)}
 
+    def applies_to(self, row: dict[str, float]) -> bool:
+        return not any(math.isnan(row.get(f, math.nan)) for f in self.require)
+
     def fits(self, reading: dict[str, str]) -> bool:
         return all(self.fitted_for.get(k) == v for k, v in reading.items())
 
@@ -175,7 +194,10 @@ def read_variances(
         out["points_mean"] = sum(p * (1 - p) for p in points) / n**2
         if anchors is not None and len(anchors.points) == n:
             spans = [max(hi - lo, MIN_SPAN) for lo, hi in anchors.points]
-            out["points_rel"] = sum(p * (1 - p) / s**2 for p, s in zip(points, spans, strict=True)) / n**2
+            each = sum(p * (1 - p) / s**2 for p, s in zip(points, spans, strict=True))
+            out["points_rel"] = each / n**2
+            idea = [out["keyidea_rel"]] if "keyidea_rel" in out else []
+            out["coverage_rel"] = (each + sum(idea)) / (n + len(idea)) ** 2
     return out
 
 

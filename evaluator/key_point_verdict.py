@@ -17,6 +17,7 @@ from .grade_model import (
     Anchors,
     GradeModel,
     features_of,
+    point_positions,
     read_variances,
     unfitted_fraction,
     unfitted_fraction_sd,
@@ -49,13 +50,15 @@ def key_point_verdict(r: Reading, embedder: Embedder, model: GradeModel | None, 
         len(q.references[0].split()),
         anchors,
     )
+    if model is not None and not model.applies_to(row):
+        model = None  # the question's anchors could not be read: the unfitted formula
     fraction = model.fraction(row) if model else unfitted_fraction(row)
     variances = read_variances(result.keyidea.probabilities if result.keyidea else None, result.points, anchors)
     sd = model.fraction_sd(row, variances) if model else unfitted_fraction_sd(variances)
     red, hits = claim_flags(q, r, embedder, model)
     fraction = apply_red_flags(fraction, hits)
     quotes = supported_quotes(r, len(points))
-    kps = key_point_results(points, result.points, evidence, quotes)
+    kps = key_point_results(points, result.points, evidence, quotes, point_positions(result.points, anchors))
     raw = to_scale(fraction, r.rubric)
     k = result.keyidea
     holistic_level = round(4 * k.expected / 5, 4) if k else None
@@ -110,20 +113,27 @@ def unfitted_note(r: Reading, model: GradeModel | None) -> str:
 
 
 def key_point_results(
-    points: list[str], probabilities: list[float], evidence: list[Evidence], quotes: list[str | None] | None = None
+    points: list[str],
+    probabilities: list[float],
+    evidence: list[Evidence],
+    quotes: list[str | None] | None = None,
+    positions: list[float] | None = None,
 ) -> list[KeyPointResult]:
     """Each point with the probability that the answer states it; a covered point quotes the judge's supported
-    quote where it gave one (an endpoint), else its closest sentence."""
+    quote where it gave one (an endpoint), else its closest sentence. With the question's anchors a point is
+    covered when its reading is nearer the reference answer's than an empty reply's (the score's own measure);
+    without them, when its probability is 0.5 or more."""
     quotes = quotes or [""] * len(points)
+    covered = [x >= 0.5 for x in positions] if positions else [pr >= 0.5 for pr in probabilities]
     return [
         KeyPointResult(
             text=p,
             probability=round(pr, 4),
-            covered=pr >= 0.5,
-            evidence=(qt or e.sentence) if pr >= 0.5 else "",
+            covered=c,
+            evidence=(qt or e.sentence) if c else "",
             similarity=e.similarity,
         )
-        for p, pr, e, qt in zip(points, probabilities, evidence, quotes, strict=True)
+        for p, pr, e, qt, c in zip(points, probabilities, evidence, quotes, covered, strict=True)
     ]
 
 
@@ -163,16 +173,24 @@ def red_flag_detector(gate: dict, probability: float, similarity: float) -> floa
 
 def derived_criteria(rubric: Rubric, row: dict[str, float], fraction: float) -> list[CriterionResult]:
     """A level per criterion without a criterion read: correctness from the key-idea reading, coverage from the
-    key points, any other criterion from the overall score. Each says what it was derived from."""
+    key points, any other criterion from the overall score. Each says what it was derived from. With the
+    question's anchors the readings are placed between an empty reply (level 0) and the reference (level 4)."""
+    between = "between an empty reply and the reference"
+    points = ("points_rel", f"the key-point reads, {between}")
+    if np.isnan(row.get("points_rel", np.nan)):
+        points = ("points_mean", "the key-point reads (mean probability)")
+    idea = ("keyidea_rel", f"the key-idea reading, {between}")
+    if np.isnan(row.get("keyidea_rel", np.nan)):
+        idea = ("keyidea", "the key-idea reading")
     sources = {
-        "correctness": (row["keyidea"], "the key-idea reading"),
-        "coverage": (row["points_mean"], "the key-point reads (mean probability)"),
-        "completeness": (row["points_mean"], "the key-point reads (mean probability)"),
+        "correctness": (row[idea[0]], idea[1]),
+        "coverage": (row[points[0]], points[1]),
+        "completeness": (row[points[0]], points[1]),
     }
     out = []
     for c in rubric.criteria:
         value, source = sources.get(c.id, (fraction, "the overall score (not read separately)"))
-        level = None if np.isnan(value) else round(4 * float(value), 4)
+        level = None if np.isnan(value) else round(4 * float(np.clip(value, 0.0, 1.0)), 4)
         out.append(CriterionResult(id=c.id, weight=c.weight, level=level, derived_from=source))
     return out
 
@@ -199,7 +217,12 @@ def assembled_rationale(
         parts.append(f"Red flag {f.id}: p={f.probability:.2f}, {effect}.")
     if not np.isnan(row["keyidea"]):
         parts.append(f"Key-idea reading {5 * row['keyidea']:.1f} of 5.")
-    if model is not None:
+    if model is not None and model.features == ["coverage_rel"]:
+        parts.append(
+            "The score is the share of the key points stated, with the key idea as one more point, each reading "
+            "placed between what an empty reply and the reference answer read."
+        )
+    elif model is not None:
         push = sorted(model.contributions(row).items(), key=lambda kv: -abs(kv[1]))[:2]
         parts.append("Moved most by: " + ", ".join(f"{f} ({'+' if v >= 0 else '-'})" for f, v in push) + ".")
     return " ".join(parts)

@@ -71,16 +71,12 @@ def off_topic_spans(embedder: Embedder, q: Question, answer: str, below: float |
     return off if len(off) < len(spans) else []
 
 
-_BROKEN_AFTER = re.compile(r"(?:(?<![\w])[A-Za-z]\.|\b(?:etc|vs|cf|approx|incl|resp|al|fig|eq)\.|\d\.)$", re.IGNORECASE)
-
-
 def whole_sentences(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The sentence splitter's spans joined back where it cut inside a sentence: after an abbreviation ("e.g.",
-    "etc."), a single letter or a decimal point, and before a fragment of fewer than three words. A piece like
-    "g." or "fitting the scaler on the full data" says little alone and would read as off the subject."""
+    """Sentence spans with fragments of fewer than three words joined to the sentence before: a piece like "Yes."
+    says little alone and would read as off the subject."""
     out: list[tuple[int, int]] = []
     for a, b in spans:
-        if out and (_BROKEN_AFTER.search(text[out[-1][0] : out[-1][1]]) or len(text[a:b].split()) < 3):
+        if out and len(text[a:b].split()) < 3:
             out[-1] = (out[-1][0], b)
         else:
             out.append((a, b))

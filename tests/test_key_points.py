@@ -47,6 +47,30 @@ def test_sentences_become_points_and_many_are_merged_in_order():
     assert all(f"item number {i}" in " ".join(points) for i in range(10))
 
 
+def test_sentences_are_not_cut_at_decimal_points_abbreviations_or_dotted_names():
+    from evaluator.embeddings import sentence_spans
+
+    text = "Use e.g. sklearn.svm with C=0.5, i.e. a soft margin. Then stop! Is that all? Yes; done\nnext"
+    assert [text[a:b] for a, b in sentence_spans(text)] == [
+        "Use e.g. sklearn.svm with C=0.5, i.e. a soft margin.",
+        "Then stop!",
+        "Is that all?",
+        "Yes;",
+        "done",
+        "next",
+    ]
+
+
+def test_a_derived_key_point_keeps_its_numbers_whole():
+    # Cutting at each full stop made SAF's queueing reference yield points such as "9512 seconds".
+    ref = "The utilisation is 0.9. The system is full for 0.0508 of the time. So 60 * (1 - 0.0508) = 56.95 seconds."
+    assert derive_key_points(ref) == [
+        "The utilisation is 0.9.",
+        "The system is full for 0.0508 of the time.",
+        "So 60 * (1 - 0.0508) = 56.95 seconds.",
+    ]
+
+
 def test_reads_share_one_prefix_and_answer_and_drive_the_verdict(resources):
     ev = scripted(resources)
     les, q = resources.find_question("overfitting")
@@ -214,3 +238,74 @@ def test_a_mapping_applied_while_grading_reads_the_row_calibrate_fits_it_on(reso
     stored = verdict_row(v.model_dump(mode="json"))
     assert stored["holistic"] is not None and stored["criteria"]
     assert v.score == pytest.approx(round(mapping.apply(stored), 2))
+
+
+def _anchored_model() -> GradeModel:
+    """The shipped default's form: the anchored coverage as it is, no fitted parameter."""
+    return GradeModel(
+        features=["coverage_rel"],
+        impute=[0.0],
+        mean=[0.0],
+        scale=[1.0],
+        coef=[1.0],
+        intercept=0.0,
+        iso_x=[0.0, 1.0],
+        iso_y=[0.0, 1.0],
+        fitted_for={},
+        trained_on={},
+        cv={},
+        require=["coverage_rel"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("keyidea", "point", "score_100"),
+    [({"4": 0.5, "5": 0.5}, 0.8, 100.0), ({"1": 1.0}, 0.3, 0.0), ({"2": 0.25, "3": 0.75}, 0.55, 50.0)],
+)
+def test_the_default_scale_runs_from_an_empty_reply_to_the_reference(resources, keyidea, point, score_100):
+    """Reads equal to the empty reply's score 0, equal to the reference answer's score full marks, halfway 50:
+    the bank's own scale, whatever the graders a model could have been fitted on were used to."""
+    from evaluator.grade_model import Anchors
+
+    ev = scripted(resources)
+    les, q = resources.find_question("overfitting")
+    n = len(key_points_of(q))
+    ev.anchors = lambda q, rubric: Anchors(
+        keyidea=(0.2, 0.9), points=[(0.3, 0.8)] * n, cosine_floor=0.1, evidence_ceiling=0.6
+    )
+    ev._grade_model = _anchored_model()
+    ev.judge.backend.enqueue(keyidea, *[yes(point)] * n, *[yes(0.0)] * len(q.red_flags))
+    v = ev.score(les, q, ANSWER)
+    assert v.score_100 == pytest.approx(score_100, abs=0.01)
+    if point != 0.55:  # halfway is the boundary
+        assert all(k.covered == (point > 0.55) for k in v.key_points)
+    assert "between what an empty reply and the reference answer read" in v.rationale
+
+
+def test_a_point_is_covered_when_it_reads_nearer_the_reference_than_an_empty_reply(resources):
+    from evaluator.grade_model import Anchors
+
+    ev = scripted(resources)
+    les, q = resources.find_question("overfitting")
+    n = len(key_points_of(q))
+    # A harsh question: even the reference reads 0.5 on each point, an empty reply 0.1.
+    ev.anchors = lambda q, rubric: Anchors(
+        keyidea=(0.2, 0.9), points=[(0.1, 0.5)] * n, cosine_floor=0.1, evidence_ceiling=0.6
+    )
+    ev._grade_model = _anchored_model()
+    ev.judge.backend.enqueue({"4": 1.0}, yes(0.45), *[yes(0.15)] * (n - 1), *[yes(0.0)] * len(q.red_flags))
+    v = ev.score(les, q, ANSWER)
+    assert [k.covered for k in v.key_points] == [True] + [False] * (n - 1)
+    assert v.rationale.startswith(f"Score {v.score:g} of 10. Covers 1 of {n} key points.")
+    levels = {c.id: c for c in v.criteria}
+    assert "between an empty reply and the reference" in levels["correctness"].derived_from
+
+
+def test_without_anchors_the_default_falls_back_to_the_unfitted_mean(resources):
+    ev = scripted(resources)  # anchors None: the question's floor and ceiling could not be read
+    les, q = resources.find_question("overfitting")
+    n = len(key_points_of(q))
+    ev._grade_model = _anchored_model()
+    ev.judge.backend.enqueue({"5": 1.0}, *[yes(0.6)] * n, *[yes(0.0)] * len(q.red_flags))
+    v = ev.score(les, q, ANSWER)
+    assert v.score_100 == pytest.approx(100 * (1.0 + 0.6) / 2, abs=0.01)
