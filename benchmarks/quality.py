@@ -39,7 +39,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evaluator import build_evaluator  # noqa: E402
-from evaluator.grade_model import FEATURES, MODEL_FILE, Anchors, GradeModel, features_of  # noqa: E402
+from evaluator.grade_model import (  # noqa: E402
+    FEATURES,
+    MODEL_FILE,
+    Anchors,
+    GradeModel,
+    features_of,
+    unfitted_fraction,
+)
 from evaluator.models import EvalSet, Question, Verdict  # noqa: E402
 from evaluator.resources import LoadedEvalSet  # noqa: E402
 from evaluator.screen import screen  # noqa: E402
@@ -54,8 +61,21 @@ RIDGE_ALPHAS = (0.1, 1.0, 10.0, 100.0)
 # The monotone maps from the linear score to the fraction, compared side by side; each is stored as interpolation
 # knots (GradeModel.iso_x / iso_y), so applying any of them is one np.interp.
 MAPS = ("isotonic steps", "PAV block centres", "isotonic on 10 bins", "sigmoid")
-# The map shipped first: the feature sets are still chosen with it, and another map must match its accuracy.
+# The map the fitted feature sets are compared with.
 BASELINE_MAP = "isotonic steps"
+# The default score has no fitted parameter: the anchored coverage (grade_model.FEATURES), clipped to 0-1. It is
+# written as a grade model with the identity map, so the grader applies it like any fitted one.
+DEFAULT_FEATURES = ("coverage_rel",)
+IDENTITY = {
+    "impute": [0.0],
+    "mean": [0.0],
+    "scale": [1.0],
+    "coef": [1.0],
+    "intercept": 0.0,
+    "iso_x": [0.0, 1.0],
+    "iso_y": [0.0, 1.0],
+    "require": True,
+}
 
 
 # ---------------------------------------------------------------------------------------------------- collect
@@ -174,6 +194,24 @@ def reread_off_topic(name: str) -> None:
     print(f"{name}: {len(affected)} of {len(stored)} stored answers have sentences set aside; reading them again")
     out.write_text("".join(json.dumps(rec) + "\n" for rec in stored if rec["answer_id"] not in affected))
     collect(name, only=affected)
+
+
+def reread_questions(name: str, qids: set[str]) -> None:
+    """The stored reads of these questions (answers and anchors) dropped and read again with the current code: for
+    questions whose key points or sentences the code now derives differently."""
+    out, anchors = RESULTS / f"quality-{name}.jsonl", RESULTS / "quality-anchors.jsonl"
+    stored = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines() if line]
+    again = {rec["answer_id"] for rec in stored if rec["qid"] in qids}
+    print(f"{name}: reading {len(again)} stored answers of {len(qids)} questions again")
+    out.write_text("".join(json.dumps(rec) + "\n" for rec in stored if rec["answer_id"] not in again))
+    kept = [
+        line
+        for line in anchors.read_text(encoding="utf-8").splitlines()
+        if line and json.loads(line)["qid"] not in qids
+    ]
+    anchors.write_text("".join(line + "\n" for line in kept))
+    collect(name, only=again)
+    collect_anchors(name)
 
 
 def collect(name: str, limit: int | None = None, only: set[str] | None = None) -> None:
@@ -370,7 +408,12 @@ def main() -> int:
     ap.add_argument("--limit", type=int, help="with --collect: stop after this many more answers")
     ap.add_argument("--write-model", action="store_true")
     ap.add_argument("--reread-off-topic", choices=["saf", "mohler", "exemplars", "redflags"])
+    ap.add_argument("--reread", choices=["saf", "mohler", "exemplars", "redflags"], help="with --questions")
+    ap.add_argument("--questions", help="comma-separated question ids whose stored reads --reread replaces")
     a = ap.parse_args()
+    if a.reread:
+        reread_questions(a.reread, set((a.questions or "").split(",")) - {""})
+        return 0
     if a.reread_off_topic:
         reread_off_topic(a.reread_off_topic)
         return 0
@@ -403,11 +446,11 @@ def report(write_model: bool) -> int:
         r["row"] = r.get("row") or {}
     keep = {"all": np.ones(len(y), bool), "saf>=5w": is_saf & (words >= 5), "saf all": is_saf, "mohler": ~is_saf}
     print(f"stored reads: SAF {len(saf)} answers, Mohler {len(moh)} (question-grouped 5-fold CV over both)")
-    features = feature_table(recs, y, groups, keep)
+    feature_table(recs, y, groups, keep)
     previous_default(moh)
-    x = matrix(recs, features)
-    kind, cv, pred = map_table(x, y, groups, keep, recs, features)
-    print("\nper SAF question (default, out of sample):")
+    x = matrix(recs, DEFAULT_FEATURES)
+    cv, pred = map_table(x, y, groups, keep, recs)
+    print("\nper SAF question (default):")
     for qid in sorted({r["qid"] for r in saf}):
         m = (groups == qid) & (words >= 5)
         if m.sum() > 5 and np.std(y[m]) > 0:
@@ -415,25 +458,24 @@ def report(write_model: bool) -> int:
                 f"  {qid:9} n={int(m.sum()):4} pearson {pearsonr(pred[m], y[m])[0]:6.3f} mean target {y[m].mean():.2f}"
                 f" mean predicted {pred[m].mean():.2f}"
             )
-    params = fit(x, y, groups, kind)
     criterion_report()
-    band_line = exemplar_report(params, features)
+    band_line = exemplar_report(IDENTITY, DEFAULT_FEATURES)
     red = redflag_report()
     if write_model:
-        write(params, features, cv, len(saf), len(moh), red)
+        write(IDENTITY, DEFAULT_FEATURES, cv, len(saf), len(moh), red)
     d, m = cv["saf>=5w"], cv["mohler"]
     print(f"\n({time.perf_counter() - t0:.1f} s)")
     print(
         f"default (question-grouped CV): saf pearson {d['pearson']:.3f} spearman {d['spearman']:.3f} "
-        f"auc {d.get('auc_correct_vs_partial', math.nan):.3f}; mohler pearson {m['pearson']:.3f} rmse {m['rmse_5']:.3f}; "
-        f"exemplars in band {band_line}"
+        f"auc {d.get('auc_correct_vs_partial', math.nan):.3f}; mohler pearson {m['pearson']:.3f} rmse {m['rmse_5']:.3f} "
+        f"(calibrated {m['rmse_5_calibrated']:.3f}); exemplars in band {band_line}"
     )
     return 0
 
 
-def feature_table(recs: list[dict], y: np.ndarray, groups: np.ndarray, keep: dict) -> tuple[str, ...]:
-    """The feature sets side by side (each with the isotonic-steps map the selection has always used); returns
-    the default set."""
+def feature_table(recs: list[dict], y: np.ndarray, groups: np.ndarray, keep: dict) -> None:
+    """The feature sets side by side: fitted on the human grades (a linear model and the isotonic-steps map, refitted
+    in each fold), and unfitted on the anchored scale (the shipped default is one of these)."""
     raw_reads = ("keyidea", "points_mean", "points_max", "points_covered")
     rel_reads = ("keyidea_rel", "points_rel")
     similarity = ("cosine", "evidence_cosine")
@@ -443,31 +485,74 @@ def feature_table(recs: list[dict], y: np.ndarray, groups: np.ndarray, keep: dic
         "MiniLM cosine alone": ("cosine",),
         "key-idea read alone": ("keyidea",),
     }
-    candidates = {
+    fitted = {
         "key points alone": ("points_mean", "points_max", "points_covered"),
         "key idea + key points": raw_reads,
         "reads + similarity (no anchors)": raw_reads + similarity,
         "anchored reads": rel_reads,
         "anchored reads + anchored similarity": rel_reads + rel_similarity,
+        "anchored coverage": DEFAULT_FEATURES,
         "all features but length": tuple(f for f in FEATURES if f != "log_length_ratio"),
+        # Compared, never chosen: the answer's length must not move its score (padding would pay).
+        "all features, length included": FEATURES,
     }
-    # Compared, never chosen: the answer's length must not move its score (padding would pay).
-    with_length = {"all features, length included": FEATURES}
-    rows = {}
-    for label, feats in (baselines | candidates | with_length).items():
-        rows[label] = _fold_figures(label, matrix(recs, feats), y, groups, recs, keep)
-    head = f"{'method':38} {'SAF>=5w r':>9} {'rho':>6} {'AUC C/P':>7} {'SAF all r':>9} {'Mohler r':>8} {'RMSE':>5}"
-    print(head)
-    for label, f in rows.items():
+    head = f"{'method':40} {'SAF>=5w r':>9} {'rho':>6} {'AUC C/P':>7} {'SAF all r':>9} {'Mohler r':>8} {'RMSE':>5}"
+    print(head + f" {'RMSE cal':>8}")
+
+    def line(label: str, f: dict) -> None:
         s5, sa, mo = f["saf>=5w"], f["saf all"], f["mohler"]
         print(
-            f"{label:38} {s5['pearson']:9.3f} {s5['spearman']:6.3f} {s5.get('auc_correct_vs_partial', math.nan):7.3f}"
-            f" {sa['pearson']:9.3f} {mo['pearson']:8.3f} {mo['rmse_5']:5.2f}"
+            f"{label:40} {s5['pearson']:9.3f} {s5['spearman']:6.3f} {s5.get('auc_correct_vs_partial', math.nan):7.3f}"
+            f" {sa['pearson']:9.3f} {mo['pearson']:8.3f} {mo['rmse_5']:5.2f} {mo['rmse_5_calibrated']:8.2f}"
         )
-    # The default: the candidate with the best mean of the two out-of-sample Pearsons (multi-point, short).
-    chosen = max(candidates, key=lambda k: rows[k]["saf>=5w"]["pearson"] + rows[k]["mohler"]["pearson"])
-    print(f"default = {chosen!r} (best mean of SAF>=5w and Mohler Pearson among the non-baselines without length)")
-    return candidates[chosen]
+
+    for label, feats in (baselines | fitted).items():
+        f = _fold_figures(label, matrix(recs, feats), y, groups, recs, keep)
+        for k in f:
+            f[k]["rmse_5_calibrated"] = f[k]["rmse_5"]
+        line(f"fitted: {label}", f)
+    for label, value in UNFITTED.items():
+        pred = np.array([_or_unfitted(value(r), r) for r in recs])
+        line(f"unfitted: {label}", _with_calibrated(pred, pred[:, None], y, groups, keep, recs))
+
+
+def _or_unfitted(value: float, r: dict) -> float:
+    """A score on the anchored scale, clipped to 0-1; where the question's anchors are missing, the unfitted mean of
+    the raw reads, as the grader does; 0 for an answer with no reads."""
+    if math.isnan(value):
+        value = unfitted_fraction(r["row"]) if r["row"] else 0.0
+    return float(np.clip(value, 0.0, 1.0))
+
+
+def _points_and(r: dict, idea: float, evidence: float) -> float:
+    """The anchored key points averaged with the key idea and the evidence cosine counted as `idea` and `evidence`
+    more points."""
+    row, n = r["row"], len(r.get("points") or [])
+    parts = [(n, row.get("points_rel", math.nan)), (idea, row.get("keyidea_rel", math.nan))]
+    parts.append((evidence, row.get("evidence_rel", math.nan)))
+    parts = [(w, v) for w, v in parts if w and not math.isnan(v)]
+    return sum(w * v for w, v in parts) / sum(w for w, _ in parts) if parts else math.nan
+
+
+# Scores on the anchored scale with no fitted parameter (clipped to 0-1); * marks the default. Anchored coverage: the
+# key points with the key idea as one more point; "+ evidence": the evidence cosine (anchored) as another point.
+UNFITTED = {
+    "anchored key points": lambda r: _points_and(r, 0, 0),
+    "anchored coverage *": lambda r: _points_and(r, 1, 0),
+    "anchored coverage + evidence": lambda r: _points_and(r, 1, 1),
+    "anchored key idea": lambda r: r["row"].get("keyidea_rel", math.nan),
+}
+
+
+def _with_calibrated(pred: np.ndarray, x: np.ndarray, y: np.ndarray, groups: np.ndarray, keep: dict, recs) -> dict:
+    """Figures of an unfitted score, with the RMSE it has once mapped onto the graders' scale by an isotonic map
+    fitted in the same question-grouped folds (what `evaluator calibrate` does with your grades)."""
+    cal = cv_predict(x, y, groups)
+    out = {}
+    for k, m in keep.items():
+        out[k] = figures(pred[m], y[m], [recs[i] for i in np.flatnonzero(m)])
+        out[k]["rmse_5_calibrated"] = float(np.sqrt(np.mean((5 * cal[m] - 5 * y[m]) ** 2)))
+    return out
 
 
 def _distinct(pred: np.ndarray) -> int:
@@ -475,36 +560,37 @@ def _distinct(pred: np.ndarray) -> int:
     return len(set(np.round(100 * pred, 1)))
 
 
-def map_table(x: np.ndarray, y: np.ndarray, groups: np.ndarray, keep: dict, recs: list[dict], features) -> tuple:
-    """The monotone maps side by side on the default features, same folds; returns the shipped map, its CV
-    figures and its out-of-sample predictions. A map replaces the current one only if it costs at most 0.005 of
-    the mean of SAF>=5w and Mohler Pearson and leaves fewer ties; of those, the one with the fewest ties."""
-    print("\nmonotone map on the default features (distinct: distinct scores at 0.1 point / answers; ex: exemplars)")
-    head = f"{'map':20} {'SAF>=5w r':>9} {'rho':>6} {'AUC C/P':>7} {'Mohler r':>8} {'RMSE':>5} {'mean r':>6}"
-    print(head + f" {'SAF distinct':>12} {'Moh distinct':>12} {'ex distinct':>11} {'ex worst band':>13} {'ordered':>7}")
+def map_table(x: np.ndarray, y: np.ndarray, groups: np.ndarray, keep: dict, recs: list[dict]) -> tuple:
+    """The default's scale: the anchored coverage as it is (shipped), against the monotone maps fitted onto the
+    Mohler and SAF grades (same folds). Returns the default's figures and its scores."""
+    print("\nscale of the anchored coverage: as it is, or mapped onto Mohler+SAF grades (ex: exemplars)")
+    head = f"{'map':22} {'SAF>=5w r':>9} {'rho':>6} {'AUC C/P':>7} {'Mohler r':>8} {'RMSE':>5}"
+    print(head + f" {'SAF distinct':>12} {'ex distinct':>11} {'ex weak/partial/strong in band':>31} {'ordered':>7}")
+    shipped = np.array([_or_unfitted(v, r) for v, r in zip(x[:, 0], recs, strict=True)])
     res = {}
-    for kind in MAPS:
-        pred = cv_predict(x, y, groups, kind=kind)
+    for kind in ("none (shipped)", *MAPS):
+        params = IDENTITY if kind.startswith("none") else fit(x, y, groups, kind)
+        pred = shipped if kind.startswith("none") else cv_predict(x, y, groups, kind=kind)
         cv = {k: figures(pred[m], y[m], [recs[i] for i in np.flatnonzero(m)]) for k, m in keep.items()}
-        ex = exemplar_figures(fit(x, y, groups, kind), features) or {"worst": math.nan, "ordered": 0, "questions": 0}
-        n_ex = sum(len(g) for g in ex.get("by_band", {}).values())
-        mean_r = (cv["saf>=5w"]["pearson"] + cv["mohler"]["pearson"]) / 2
-        distinct = (_distinct(pred[keep["saf>=5w"]]), _distinct(pred[keep["mohler"]]))
-        res[kind] = (cv, pred, mean_r, distinct)
-        s5, mo = cv["saf>=5w"], cv["mohler"]
-        counts = (f"{distinct[0]}/{s5['n']}", f"{distinct[1]}/{mo['n']}", f"{ex.get('distinct', 0)}/{n_ex}")
-        print(
-            f"{kind:20} {s5['pearson']:9.3f} {s5['spearman']:6.3f} {s5.get('auc_correct_vs_partial', math.nan):7.3f}"
-            f" {mo['pearson']:8.3f} {mo['rmse_5']:5.2f} {mean_r:6.3f} {counts[0]:>12} {counts[1]:>12} {counts[2]:>11}"
-            f" {ex['worst']:12.0f}% {ex['ordered']:>4}/{ex['questions']}"
+        ex = exemplar_figures(params, DEFAULT_FEATURES) or {"by_band": {}, "ordered": 0, "questions": 0}
+        bands = "/".join(
+            f"{100 * np.mean([hit for _p, hit in ex['by_band'].get(b, [(0, False)])]):.0f}%"
+            for b in ("weak", "partial", "strong")
         )
-    base_r, base_d = res[BASELINE_MAP][2], sum(res[BASELINE_MAP][3])
-    better = [k for k, (_cv, _p, r, d) in res.items() if r >= base_r - 0.005 and sum(d) > base_d]
-    kind = max(better, key=lambda k: (sum(res[k][3]), res[k][2])) if better else BASELINE_MAP
-    print(
-        f"shipped map = {kind!r} (mean r at most 0.005 below {BASELINE_MAP}, then the fewest ties on SAF>=5w + Mohler)"
-    )
-    return kind, res[kind][0], res[kind][1]
+        n_ex = sum(len(g) for g in ex["by_band"].values())
+        s5, mo = cv["saf>=5w"], cv["mohler"]
+        res[kind] = (cv, pred)
+        print(
+            f"{kind:22} {s5['pearson']:9.3f} {s5['spearman']:6.3f} {s5.get('auc_correct_vs_partial', math.nan):7.3f}"
+            f" {mo['pearson']:8.3f} {mo['rmse_5']:5.2f} {_distinct(pred[keep['saf>=5w']]):>7}/{s5['n']:<4}"
+            f" {ex.get('distinct', 0):>6}/{n_ex:<4} {bands:>31} {ex['ordered']:>4}/{ex['questions']}"
+        )
+    cv, pred = res["none (shipped)"]
+    cal = cv_predict(x, y, groups)
+    for k, m in keep.items():
+        cv[k]["rmse_5_calibrated"] = float(np.sqrt(np.mean((5 * cal[m] - 5 * y[m]) ** 2)))
+    print("shipped: none. A map fitted on these graders lifts every answer toward their mean grade (0.8 of full marks)")
+    return cv, pred
 
 
 def previous_default(moh: list[dict]) -> None:
@@ -569,7 +655,11 @@ def exemplar_figures(params: dict, features: tuple[str, ...]) -> dict | None:
     ex = [r for r in load("exemplars") if r["status"] == "scored" and r.get("row")]
     if not ex:
         return None
-    pred = 100 * predict(params, matrix(ex, features))
+    x = matrix(ex, features)
+    pred = predict(params, x)
+    if params.get("require"):  # as the grader: without the question's anchors, the unfitted formula
+        pred = np.where(np.isnan(x).any(axis=1), [_or_unfitted(math.nan, r) for r in ex], pred)
+    pred = 100 * pred
     by_band: dict[str, list[tuple[float, bool]]] = {}
     per_q: dict[str, dict[str, float]] = {}
     for r, p in zip(ex, pred, strict=True):
@@ -591,7 +681,7 @@ def exemplar_report(params: dict, features: tuple[str, ...]) -> str:
     if ex is None:
         print("\nexemplars: no stored reads (run --collect exemplars)")
         return "n/a"
-    print("\nML bank exemplars (never used for fitting), model fitted on all Mohler+SAF:")
+    print("\nML bank exemplars (never used for fitting), scored by the shipped default:")
     for band in ("strong", "partial", "weak"):
         got = ex["by_band"].get(band, [])
         hits, vals = [h for _p, h in got], [p for p, _h in got]
@@ -652,6 +742,7 @@ def write(params: dict, features: tuple[str, ...], cv: dict, n_saf: int, n_moh: 
         trained_on={"saf": n_saf, "mohler": n_moh},
         cv={k: {m: round(v, 4) for m, v in f.items()} for k, f in cv.items()},
         red_flags=red,
+        require=list(features),  # no imputation: without the anchors the verdict uses the unfitted formula
     )
     path = ROOT / "rubrics" / MODEL_FILE
     path.write_text(model.model_dump_json(indent=2) + "\n", encoding="utf-8")

@@ -1,8 +1,12 @@
-"""The default grade model: key-point readings -> fraction of full marks, fitted on real human grades.
+"""The default grade model: key-point readings -> fraction of full marks.
 
 Features are scale-free (probabilities, cosines, a length ratio), so one model serves every bank and every
-rubric scale. It is fitted by `benchmarks/quality.py` on the Mohler and SAF human grades with cross-validation
-grouped by question, and shipped as `rubrics/key_points.model.json`. Applying it needs only numpy.
+rubric scale. The shipped model (`rubrics/key_points.model.json`, written by `benchmarks/quality.py`) is the
+anchored coverage: each key point's reading, and the key idea's, placed between what the judge reads for an empty
+reply and for the question's own reference answer, averaged. It has no fitted parameter, so its scale is the
+bank's (an answer that reads like the reference gets full marks), not the habits of the graders a mapping could be
+fitted on; the same file format holds a linear model with a monotone map, which the benchmark fits on the Mohler
+and SAF grades for comparison. Applying either needs only numpy.
 """
 
 from __future__ import annotations
