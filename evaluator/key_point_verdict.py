@@ -58,7 +58,8 @@ def key_point_verdict(r: Reading, embedder: Embedder, model: GradeModel | None, 
     red, hits = claim_flags(q, r, embedder, model)
     fraction = apply_red_flags(fraction, hits)
     quotes = supported_quotes(r, len(points))
-    kps = key_point_results(points, result.points, evidence, quotes, point_positions(result.points, anchors))
+    positions = point_positions(result.points, anchors)
+    kps = key_point_results(points, result.points, evidence, quotes, positions)
     raw = to_scale(fraction, r.rubric)
     k = result.keyidea
     holistic_level = round(4 * k.expected / 5, 4) if k else None
@@ -81,7 +82,8 @@ def key_point_verdict(r: Reading, embedder: Embedder, model: GradeModel | None, 
         criteria=criteria,
         key_points=kps,
         red_flags=red,
-        rationale=assembled_rationale(kps, red, row, model, score, r.base["scale_max"]) + unfitted_note(r, model),
+        rationale=assembled_rationale(kps, red, row, model, score, r.base["scale_max"], positions)
+        + unfitted_note(r, model),
     )
 
 
@@ -202,14 +204,24 @@ def assembled_rationale(
     model: GradeModel | None,
     score: float,
     scale_max: float,
+    positions: list[float] | None = None,
 ) -> str:
-    """The explanation, built from the reads only, so it cannot contradict the score or misquote the answer."""
-    covered = [k for k in kps if k.covered]
+    """The explanation, built from the reads only, so it cannot contradict the score or misquote the answer. With
+    the question's anchors each point says how far its reading is from an empty reply's (0%) toward the reference
+    answer's (100%), the measure the score averages."""
+    pos = positions if positions and len(positions) == len(kps) else [None] * len(kps)
+
+    def read(k: KeyPointResult, x: float | None) -> str:
+        return f"p={k.probability:.2f}" + (
+            f", {100 * min(max(x, 0.0), 1.0):.0f}% of the reference's reading" if x is not None else ""
+        )
+
+    covered = [(k, x) for k, x in zip(kps, pos, strict=True) if k.covered]
     parts = [f"Score {score:g} of {scale_max:g}. Covers {len(covered)} of {len(kps)} key points."]
-    parts += [f'Covered: {k.text} (p={k.probability:.2f}), e.g. "{k.evidence}".' for k in covered]
-    missing = [k for k in kps if not k.covered]
+    parts += [f'Covered: {k.text} ({read(k, x)}), e.g. "{k.evidence}".' for k, x in covered]
+    missing = [(k, x) for k, x in zip(kps, pos, strict=True) if not k.covered]
     if missing:
-        parts.append("Missing: " + "; ".join(f"{k.text} (p={k.probability:.2f})" for k in missing) + ".")
+        parts.append("Missing: " + "; ".join(f"{k.text} ({read(k, x)})" for k, x in missing) + ".")
     for f in red:
         if not f.hit and (f.probability or 0) < 0.5:
             continue

@@ -288,15 +288,17 @@ def test_a_point_is_covered_when_it_reads_nearer_the_reference_than_an_empty_rep
     ev = scripted(resources)
     les, q = resources.find_question("overfitting")
     n = len(key_points_of(q))
-    # A harsh question: even the reference reads 0.5 on each point, an empty reply 0.1.
+    # A harsh question: even the reference reads 0.5 on each point, an empty reply 0.1; a reading of 0.4 is nearer
+    # the reference.
     ev.anchors = lambda q, rubric: Anchors(
         keyidea=(0.2, 0.9), points=[(0.1, 0.5)] * n, cosine_floor=0.1, evidence_ceiling=0.6
     )
     ev._grade_model = _anchored_model()
-    ev.judge.backend.enqueue({"4": 1.0}, yes(0.45), *[yes(0.15)] * (n - 1), *[yes(0.0)] * len(q.red_flags))
+    ev.judge.backend.enqueue({"4": 1.0}, yes(0.4), *[yes(0.15)] * (n - 1), *[yes(0.0)] * len(q.red_flags))
     v = ev.score(les, q, ANSWER)
     assert [k.covered for k in v.key_points] == [True] + [False] * (n - 1)
     assert v.rationale.startswith(f"Score {v.score:g} of 10. Covers 1 of {n} key points.")
+    assert "(p=0.40, 75% of the reference's reading)" in v.rationale  # (0.4 - 0.1) / (0.5 - 0.1)
     levels = {c.id: c for c in v.criteria}
     assert "between an empty reply and the reference" in levels["correctness"].derived_from
 
