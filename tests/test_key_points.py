@@ -258,6 +258,21 @@ def _anchored_model() -> GradeModel:
     )
 
 
+def _anchored(resources, point_anchor: tuple[float, float], keyidea: dict, points: list[float]):
+    """The verdict of the anchored default on ANSWER, the question's point anchors all `point_anchor`."""
+    from evaluator.grade_model import Anchors
+
+    ev = scripted(resources)
+    les, q = resources.find_question("overfitting")
+    n = len(key_points_of(q))
+    ev.anchors = lambda q, rubric: Anchors(
+        keyidea=(0.2, 0.9), points=[point_anchor] * n, cosine_floor=0.1, evidence_ceiling=0.6
+    )
+    ev._grade_model = _anchored_model()
+    ev.judge.backend.enqueue(keyidea, *[yes(p) for p in points[:n]], *[yes(0.0)] * len(q.red_flags))
+    return ev.score(les, q, ANSWER), n
+
+
 @pytest.mark.parametrize(
     ("keyidea", "point", "score_100"),
     [({"4": 0.5, "5": 0.5}, 0.8, 100.0), ({"1": 1.0}, 0.3, 0.0), ({"2": 0.25, "3": 0.75}, 0.55, 50.0)],
@@ -265,17 +280,7 @@ def _anchored_model() -> GradeModel:
 def test_the_default_scale_runs_from_an_empty_reply_to_the_reference(resources, keyidea, point, score_100):
     """Reads equal to the empty reply's score 0, equal to the reference answer's score full marks, halfway 50:
     the bank's own scale, whatever the graders a model could have been fitted on were used to."""
-    from evaluator.grade_model import Anchors
-
-    ev = scripted(resources)
-    les, q = resources.find_question("overfitting")
-    n = len(key_points_of(q))
-    ev.anchors = lambda q, rubric: Anchors(
-        keyidea=(0.2, 0.9), points=[(0.3, 0.8)] * n, cosine_floor=0.1, evidence_ceiling=0.6
-    )
-    ev._grade_model = _anchored_model()
-    ev.judge.backend.enqueue(keyidea, *[yes(point)] * n, *[yes(0.0)] * len(q.red_flags))
-    v = ev.score(les, q, ANSWER)
+    v, _n = _anchored(resources, (0.3, 0.8), keyidea, [point] * 9)
     assert v.score_100 == pytest.approx(score_100, abs=0.01)
     if point != 0.55:  # halfway is the boundary
         assert all(k.covered == (point > 0.55) for k in v.key_points)
@@ -283,19 +288,9 @@ def test_the_default_scale_runs_from_an_empty_reply_to_the_reference(resources, 
 
 
 def test_a_point_is_covered_when_it_reads_nearer_the_reference_than_an_empty_reply(resources):
-    from evaluator.grade_model import Anchors
-
-    ev = scripted(resources)
-    les, q = resources.find_question("overfitting")
-    n = len(key_points_of(q))
     # A harsh question: even the reference reads 0.5 on each point, an empty reply 0.1; a reading of 0.4 is nearer
     # the reference.
-    ev.anchors = lambda q, rubric: Anchors(
-        keyidea=(0.2, 0.9), points=[(0.1, 0.5)] * n, cosine_floor=0.1, evidence_ceiling=0.6
-    )
-    ev._grade_model = _anchored_model()
-    ev.judge.backend.enqueue({"4": 1.0}, yes(0.4), *[yes(0.15)] * (n - 1), *[yes(0.0)] * len(q.red_flags))
-    v = ev.score(les, q, ANSWER)
+    v, n = _anchored(resources, (0.1, 0.5), {"4": 1.0}, [0.4] + [0.15] * 8)
     assert [k.covered for k in v.key_points] == [True] + [False] * (n - 1)
     assert v.rationale.startswith(f"Score {v.score:g} of 10. Covers 1 of {n} key points.")
     assert "(p=0.40, 75% of the reference's reading)" in v.rationale  # (0.4 - 0.1) / (0.5 - 0.1)
