@@ -496,14 +496,14 @@ def feature_table(recs: list[dict], y: np.ndarray, groups: np.ndarray, keep: dic
         # Compared, never chosen: the answer's length must not move its score (padding would pay).
         "all features, length included": FEATURES,
     }
-    head = f"{'method':40} {'SAF>=5w r':>9} {'rho':>6} {'AUC C/P':>7} {'SAF all r':>9} {'Mohler r':>8} {'RMSE':>5}"
+    head = f"{'method':45} {'SAF>=5w r':>9} {'rho':>6} {'AUC C/P':>7} {'SAF all r':>9} {'Mohler r':>8} {'RMSE':>5}"
     print(head + f" {'RMSE cal':>8}")
 
-    def line(label: str, f: dict) -> None:
+    def line(label: str, f: dict, extra: str = "") -> None:
         s5, sa, mo = f["saf>=5w"], f["saf all"], f["mohler"]
         print(
-            f"{label:40} {s5['pearson']:9.3f} {s5['spearman']:6.3f} {s5.get('auc_correct_vs_partial', math.nan):7.3f}"
-            f" {sa['pearson']:9.3f} {mo['pearson']:8.3f} {mo['rmse_5']:5.2f} {mo['rmse_5_calibrated']:8.2f}"
+            f"{label:45} {s5['pearson']:9.3f} {s5['spearman']:6.3f} {s5.get('auc_correct_vs_partial', math.nan):7.3f}"
+            f" {sa['pearson']:9.3f} {mo['pearson']:8.3f} {mo['rmse_5']:5.2f} {mo['rmse_5_calibrated']:8.2f}{extra}"
         )
 
     for label, feats in (baselines | fitted).items():
@@ -511,9 +511,14 @@ def feature_table(recs: list[dict], y: np.ndarray, groups: np.ndarray, keep: dic
         for k in f:
             f[k]["rmse_5_calibrated"] = f[k]["rmse_5"]
         line(f"fitted: {label}", f)
+    ex = [r for r in load("exemplars") if r["status"] == "scored" and r.get("row")]
+    print(f"unfitted, on the anchored scale (ex: the {len(ex)} ML bank exemplars in band, weak/partial/strong)")
     for label, value in UNFITTED.items():
         pred = np.array([_or_unfitted(value(r), r) for r in recs])
-        line(f"unfitted: {label}", _with_calibrated(pred, pred[:, None], y, groups, keep, recs))
+        scored = [(100 * _or_unfitted(value(r), r), r) for r in ex]
+        bands = [[lo <= p <= hi for p, r in scored if r["band"] == b for lo, hi in [r["range"]]] for b in BAND_TARGET]
+        extra = "  ex " + "/".join(f"{100 * np.mean(b):.0f}%" for b in bands if b)
+        line(f"unfitted: {label}", _with_calibrated(pred, pred[:, None], y, groups, keep, recs), extra)
 
 
 def _or_unfitted(value: float, r: dict) -> float:
