@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Re-records the cassettes of tests/test_recorded_judge.py against a real OpenAI-compatible server.
+# Re-records the cassettes of tests/test_recorded_judge.py and tests/test_recorded_gaming.py against a real
+# OpenAI-compatible server.
 #
-#   benchmarks/record_cassettes.sh                 # every recorded test
-#   benchmarks/record_cassettes.sh -k injection    # extra arguments go to pytest
+#   benchmarks/record_cassettes.sh                           # every recorded test
+#   benchmarks/record_cassettes.sh -k injection              # extra arguments go to pytest
+#   benchmarks/record_cassettes.sh -k test_recorded_gaming   # only the held-out gaming styles (-k matches the module)
 #
 # Starts `python -m llama_cpp.server` on 127.0.0.1:8765 with the bundled GGUF (or $EVALUATOR_RECORD_MODEL),
 # waits until it answers, runs the tests with EVALUATOR_RECORD=1 (each cassette is deleted and

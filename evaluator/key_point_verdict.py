@@ -50,12 +50,13 @@ def key_point_verdict(r: Reading, embedder: Embedder, model: GradeModel | None, 
         len(q.references[0].split()),
         anchors,
     )
+    gate = model  # the red-flag gate, measured on the red-flag set, holds whatever formula scores
     if model is not None and not model.applies_to(row):
         model = None  # the question's anchors could not be read: the unfitted formula
     fraction = model.fraction(row) if model else unfitted_fraction(row)
     variances = read_variances(result.keyidea.probabilities if result.keyidea else None, result.points, anchors)
     sd = model.fraction_sd(row, variances) if model else unfitted_fraction_sd(variances)
-    red, hits = claim_flags(q, r, embedder, model)
+    red, hits = claim_flags(q, r, embedder, gate)
     fraction = apply_red_flags(fraction, hits)
     quotes = supported_quotes(r, len(points))
     positions = point_positions(result.points, anchors)

@@ -137,9 +137,11 @@ def _model(red_flags: dict) -> GradeModel:
 
 
 @pytest.mark.parametrize("effective", [False, True])
-def test_a_red_flag_acts_only_where_its_detector_was_measured_to_work(resources, effective):
-    ev = scripted(resources)
-    ev._grade_model = _model({"auc": 0.8 if effective else 0.6, "threshold": 0.5, "effective": effective})
+@pytest.mark.parametrize("anchored", [False, True])
+def test_a_red_flag_acts_only_where_its_detector_was_measured_to_work(resources, effective, anchored):
+    ev = scripted(resources)  # no anchors: the anchored default falls back to the unfitted mean, the gate holds
+    gate = {"auc": 0.8 if effective else 0.6, "threshold": 0.5, "effective": effective}
+    ev._grade_model = _anchored_model().model_copy(update={"red_flags": gate}) if anchored else _model(gate)
     les, q = resources.find_question("overfitting")
     cap = next(f for f in q.red_flags if f.effect.value == "cap")
     claims = [yes(0.9) if f.id == cap.id else yes(0.0) for f in q.red_flags]
