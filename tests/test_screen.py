@@ -206,3 +206,23 @@ def test_scoring_reports_a_keyword_list(fake_evaluator):
         evaluator=fake_evaluator,
     )
     assert "keyword_list" in {f.code for f in v.review_flags}
+
+
+def test_a_keyword_list_is_capped_at_the_top_of_the_weak_band(scripted_evaluator, resources):
+    """The judge's key-point reads rise with vocabulary: a bare list of the right terms, read as stating every
+    point, still scores no more than 30% of the scale, while the same reads of sentences score what they read."""
+    from evaluator.key_points import key_points_of
+
+    les, q = resources.find_question("dropout")
+    reads = [{"5": 1.0}, *[{"0": 0.05, "1": 0.95}] * len(key_points_of(q)), *[{"0": 1.0, "1": 0.0}] * len(q.red_flags)]
+    terms = "random masking, co-adaptation, sub-network ensemble, inference scaling, eval mode"
+    sentences = "Dropout zeroes random units in training so that units cannot co-adapt; at inference all are kept."
+    scores = {}
+    for text in (terms, sentences):
+        scripted_evaluator.judge.backend.enqueue(*reads)
+        v = scripted_evaluator.score(les, q, text)
+        scores[text] = v.score_100
+        listed = "keyword_list" in {f.code for f in v.review_flags}
+        assert listed is (text == terms)
+        assert ("states no point: the score is capped at 30%" in v.rationale) is listed
+    assert scores[terms] == pytest.approx(30.0) and scores[sentences] > 90
