@@ -1,4 +1,4 @@
-"""Grading quality on answers no one here wrote, from stored judge outputs; fits the default grade model.
+"""Grading quality on answers no one here wrote, from stored judge outputs; writes the default grade model.
 
     python benchmarks/quality.py                       # the whole table from benchmarks/results/quality-*.jsonl
     python benchmarks/quality.py --write-model         # ... and write rubrics/key_points.model.json
@@ -6,12 +6,14 @@
                                                        # (saf, mohler, exemplars, redflags; resumable)
     python benchmarks/quality.py --reread-off-topic saf  # re-read the stored answers that have sentences the
                                                        # off-topic step sets aside (stored before it existed)
+    python benchmarks/quality.py --reread saf --questions saf-2.3,saf-4.1   # read these questions again
 
 Data: ../shared/datasets/{mohler,saf}/answers.csv (read there, never copied), the ML bank's exemplars, and the
 red-flag set eval_sets/ml-screening.redflags.yaml. The stored files hold, per answer, the readings and the
-feature row, never the answer text. Every figure is out of sample: 5-fold cross-validation grouped by question
-over Mohler and SAF together, so a question's answers never train the model that scores them. The ML bank
-exemplars and the red-flag set are never used for fitting the grade model.
+feature row, never the answer text. The shipped default (the anchored coverage) has no fitted parameter, so its
+figures are out of sample as they stand; every fitted row is cross-validated in 5 folds grouped by question over
+Mohler and SAF together, so a question's answers never train the model that scores them. The ML bank exemplars
+and the red-flag set are never used for fitting.
 """
 
 from __future__ import annotations
