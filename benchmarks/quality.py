@@ -45,7 +45,7 @@ from evaluator.grade_model import (  # noqa: E402
     FEATURES,
     MODEL_FILE,
     Anchors,
-    GradeModel,
+    anchored_coverage,
     features_of,
     unfitted_fraction,
 )
@@ -65,19 +65,10 @@ RIDGE_ALPHAS = (0.1, 1.0, 10.0, 100.0)
 MAPS = ("isotonic steps", "PAV block centres", "isotonic on 10 bins", "sigmoid")
 # The map the fitted feature sets are compared with.
 BASELINE_MAP = "isotonic steps"
-# The default score has no fitted parameter: the anchored coverage (grade_model.FEATURES), clipped to 0-1. It is
-# written as a grade model with the identity map, so the grader applies it like any fitted one.
-DEFAULT_FEATURES = ("coverage_rel",)
-IDENTITY = {
-    "impute": [0.0],
-    "mean": [0.0],
-    "scale": [1.0],
-    "coef": [1.0],
-    "intercept": 0.0,
-    "iso_x": [0.0, 1.0],
-    "iso_y": [0.0, 1.0],
-    "require": True,
-}
+# The default score has no fitted parameter: the anchored coverage (grade_model.anchored_coverage), the grade model
+# the grader applies; its parameters as a dict, for predict() beside the fitted ones.
+IDENTITY = anchored_coverage().model_dump()
+DEFAULT_FEATURES = tuple(IDENTITY["features"])
 
 
 # ---------------------------------------------------------------------------------------------------- collect
@@ -464,7 +455,7 @@ def report(write_model: bool) -> int:
     band_line = exemplar_report(IDENTITY, DEFAULT_FEATURES)
     red = redflag_report()
     if write_model:
-        write(IDENTITY, DEFAULT_FEATURES, cv, len(saf), len(moh), red)
+        write(cv, len(saf), len(moh), red)
     d, m = cv["saf>=5w"], cv["mohler"]
     print(f"\n({time.perf_counter() - t0:.1f} s)")
     print(
@@ -531,22 +522,19 @@ def _or_unfitted(value: float, r: dict) -> float:
     return float(np.clip(value, 0.0, 1.0))
 
 
-def _points_and(r: dict, idea: float, evidence: float) -> float:
-    """The anchored key points averaged with the key idea and the evidence cosine counted as `idea` and `evidence`
-    more points."""
+def _coverage_and_evidence(r: dict) -> float:
+    """The anchored coverage with the evidence cosine (anchored) counted as one more point."""
     row, n = r["row"], len(r.get("points") or [])
-    parts = [(n, row.get("points_rel", math.nan)), (idea, row.get("keyidea_rel", math.nan))]
-    parts.append((evidence, row.get("evidence_rel", math.nan)))
-    parts = [(w, v) for w, v in parts if w and not math.isnan(v)]
-    return sum(w * v for w, v in parts) / sum(w for w, _ in parts) if parts else math.nan
+    coverage, evidence = row.get("coverage_rel", math.nan), row.get("evidence_rel", math.nan)
+    return ((n + 1) * coverage + evidence) / (n + 2)
 
 
 # Scores on the anchored scale with no fitted parameter (clipped to 0-1); * marks the default. Anchored coverage: the
 # key points with the key idea as one more point; "+ evidence": the evidence cosine (anchored) as another point.
 UNFITTED = {
-    "anchored key points": lambda r: _points_and(r, 0, 0),
-    "anchored coverage *": lambda r: _points_and(r, 1, 0),
-    "anchored coverage + evidence": lambda r: _points_and(r, 1, 1),
+    "anchored key points": lambda r: r["row"].get("points_rel", math.nan),
+    "anchored coverage *": lambda r: r["row"].get("coverage_rel", math.nan),
+    "anchored coverage + evidence": lambda r: _coverage_and_evidence(r),
     "anchored key idea": lambda r: r["row"].get("keyidea_rel", math.nan),
 }
 
@@ -593,7 +581,7 @@ def map_table(x: np.ndarray, y: np.ndarray, groups: np.ndarray, keep: dict, recs
             f" {ex.get('distinct', 0):>6}/{n_ex:<4} {bands:>31} {ex['ordered']:>4}/{ex['questions']}"
         )
     cv, pred = res["none (shipped)"]
-    cal = cv_predict(x, y, groups)
+    cal = res[BASELINE_MAP][1]  # the isotonic steps fitted in the same folds: the calibrated score
     for k, m in keep.items():
         cv[k]["rmse_5_calibrated"] = float(np.sqrt(np.mean((5 * cal[m] - 5 * y[m]) ** 2)))
     print("shipped: none. A map fitted on these graders lifts every answer toward their mean grade (0.8 of full marks)")
@@ -738,18 +726,15 @@ def _prf(labels: np.ndarray, hit: np.ndarray) -> tuple[float, float, float]:
     return prec, rec, (2 * prec * rec / (prec + rec) if prec + rec else 0.0)
 
 
-def write(params: dict, features: tuple[str, ...], cv: dict, n_saf: int, n_moh: int, red: dict) -> None:
+def write(cv: dict, n_saf: int, n_moh: int, red: dict) -> None:
     ev = build_evaluator(use_cache=False)
     d = ev.judge.describe()
-    model = GradeModel(
-        features=list(features),
-        **{k: params[k] for k in ("impute", "mean", "scale", "coef", "intercept", "iso_x", "iso_y")},
+    model = anchored_coverage(
         fitted_for={"judge_backend": d["backend"], "judge_model": d["model"], "prompt_hash": ev.prompts.points_hash}
         | ({"read_version": str(d["read_version"])} if d.get("read_version") else {}),
         trained_on={"saf": n_saf, "mohler": n_moh},
         cv={k: {m: round(v, 4) for m, v in f.items()} for k, f in cv.items()},
         red_flags=red,
-        require=list(features),  # no imputation: without the anchors the verdict uses the unfitted formula
     )
     path = ROOT / "rubrics" / MODEL_FILE
     path.write_text(model.model_dump_json(indent=2) + "\n", encoding="utf-8")

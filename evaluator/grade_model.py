@@ -171,6 +171,25 @@ class GradeModel(BaseModel):
         return all(self.fitted_for.get(k) == v for k, v in reading.items())
 
 
+def anchored_coverage(**provenance: dict) -> GradeModel:
+    """The shipped default: the anchored coverage as it is (identity map, clipped to 0-1), nothing fitted. Without
+    the question's anchors it does not apply (`require`) and the verdict uses the unfitted formula. `provenance`:
+    fitted_for, trained_on, cv, red_flags as benchmarks/quality.py measured them."""
+    empty: dict = {"fitted_for": {}, "trained_on": {}, "cv": {}}
+    return GradeModel(
+        features=["coverage_rel"],
+        impute=[0.0],
+        mean=[0.0],
+        scale=[1.0],
+        coef=[1.0],
+        intercept=0.0,
+        iso_x=[0.0, 1.0],
+        iso_y=[0.0, 1.0],
+        require=["coverage_rel"],
+        **(empty | provenance),
+    )
+
+
 def load_grade_model(path: Path) -> GradeModel | None:
     """The shipped model, or None when the file is absent (a bank then gets the unfitted formula)."""
     if not path.exists():

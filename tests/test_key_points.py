@@ -5,7 +5,7 @@ import math
 import pytest
 
 from evaluator.config import resolve_judge_settings
-from evaluator.grade_model import FEATURES, GradeModel, features_of
+from evaluator.grade_model import FEATURES, GradeModel, anchored_coverage, features_of
 from evaluator.guards import evidence_supported
 from evaluator.judges import make_judge
 from evaluator.key_points import MAX_POINTS, derive_key_points, key_points_of
@@ -141,7 +141,7 @@ def _model(red_flags: dict) -> GradeModel:
 def test_a_red_flag_acts_only_where_its_detector_was_measured_to_work(resources, effective, anchored):
     ev = scripted(resources)  # no anchors: the anchored default falls back to the unfitted mean, the gate holds
     gate = {"auc": 0.8 if effective else 0.6, "threshold": 0.5, "effective": effective}
-    ev._grade_model = _anchored_model().model_copy(update={"red_flags": gate}) if anchored else _model(gate)
+    ev._grade_model = anchored_coverage().model_copy(update={"red_flags": gate}) if anchored else _model(gate)
     les, q = resources.find_question("overfitting")
     cap = next(f for f in q.red_flags if f.effect.value == "cap")
     claims = [yes(0.9) if f.id == cap.id else yes(0.0) for f in q.red_flags]
@@ -242,24 +242,6 @@ def test_a_mapping_applied_while_grading_reads_the_row_calibrate_fits_it_on(reso
     assert v.score == pytest.approx(round(mapping.apply(stored), 2))
 
 
-def _anchored_model() -> GradeModel:
-    """The shipped default's form: the anchored coverage as it is, no fitted parameter."""
-    return GradeModel(
-        features=["coverage_rel"],
-        impute=[0.0],
-        mean=[0.0],
-        scale=[1.0],
-        coef=[1.0],
-        intercept=0.0,
-        iso_x=[0.0, 1.0],
-        iso_y=[0.0, 1.0],
-        fitted_for={},
-        trained_on={},
-        cv={},
-        require=["coverage_rel"],
-    )
-
-
 def _anchored(resources, point_anchor: tuple[float, float], keyidea: dict, points: list[float]):
     """The verdict of the anchored default on ANSWER, the question's point anchors all `point_anchor`."""
     from evaluator.grade_model import Anchors
@@ -270,7 +252,7 @@ def _anchored(resources, point_anchor: tuple[float, float], keyidea: dict, point
     ev.anchors = lambda q, rubric: Anchors(
         keyidea=(0.2, 0.9), points=[point_anchor] * n, cosine_floor=0.1, evidence_ceiling=0.6
     )
-    ev._grade_model = _anchored_model()
+    ev._grade_model = anchored_coverage()
     ev.judge.backend.enqueue(keyidea, *[yes(p) for p in points[:n]], *[yes(0.0)] * len(q.red_flags))
     return ev.score(les, q, ANSWER), n
 
@@ -304,7 +286,7 @@ def test_without_anchors_the_default_falls_back_to_the_unfitted_mean(resources):
     ev = scripted(resources)  # anchors None: the question's floor and ceiling could not be read
     les, q = resources.find_question("overfitting")
     n = len(key_points_of(q))
-    ev._grade_model = _anchored_model()
+    ev._grade_model = anchored_coverage()
     ev.judge.backend.enqueue({"5": 1.0}, *[yes(0.6)] * n, *[yes(0.0)] * len(q.red_flags))
     v = ev.score(les, q, ANSWER)
     assert v.score_100 == pytest.approx(100 * (1.0 + 0.6) / 2, abs=0.01)
