@@ -428,27 +428,42 @@ def screen(answer: str) -> Screening:
     rest, found = _strip_structures(text)
     removed = [Removal(k, t) for k, t in found]
     english = _has_english(rest)
+    paragraphs = _PARAGRAPH.split(rest)
+    several = sum(1 for p in paragraphs if _words(p)) > 1
     kept: list[str] = []
-    for s in _SENTENCE.findall(rest):
-        if not s.strip():
-            kept.append(s)
-            continue
-        kind = None
-        if _encoded(s):
-            kind = "encoded text"
-        elif _mixed_script_word(s):
-            kind = "mixed-script words"
-        elif english and is_foreign(unicodedata.normalize("NFKC", s)):
-            kind = "other language"
-        elif addresses_grader(s):
-            kind = "addressed to the grader"
-        if kind:
-            removed.append(Removal(kind, s.strip()))
-            kept.append("\n" if s.endswith("\n") else "")
-        else:
-            kept.append(s)
+    for paragraph in paragraphs:
+        sentences = _SENTENCE.findall(paragraph)
+        kinds = [_sentence_kind(s, english) if s.strip() else None for s in sentences]
+        hit = next((k for k in kinds if k), None)
+        # A request rarely comes alone: the sentences around it in its paragraph ("the form cut my answer off
+        # here; the rest covered the causes and three mitigations") set it up. When the answer has other
+        # paragraphs, the whole paragraph goes; a one-paragraph answer loses only the sentences found.
+        for s, kind in zip(sentences, kinds, strict=True):
+            if hit and several and not kind and s.strip():
+                kind = f"same paragraph as {hit}"
+            if kind:
+                removed.append(Removal(kind, s.strip()))
+                kept.append("\n" if s.endswith("\n") else "")
+            else:
+                kept.append(s)
     clean = _tidy("".join(kept))
     return Screening(clean=clean, removed=removed, keyword_list=keyword_list(text))
+
+
+_PARAGRAPH = re.compile(r"(\n[ \t]*\n)")
+
+
+def _sentence_kind(s: str, english: bool) -> str | None:
+    """Why a sentence is removed, or None when it is the candidate's prose."""
+    if _encoded(s):
+        return "encoded text"
+    if _mixed_script_word(s):
+        return "mixed-script words"
+    if english and is_foreign(unicodedata.normalize("NFKC", s)):
+        return "other language"
+    if addresses_grader(s):
+        return "addressed to the grader"
+    return None
 
 
 def _has_english(text: str) -> bool:
