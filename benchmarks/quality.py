@@ -85,8 +85,16 @@ def _csv_questions(name: str) -> tuple[LoadedEvalSet, list[dict]]:
     with open(DATASETS / name / "answers.csv", encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     qs: dict[str, Question] = {}
+    texts: dict[tuple[str, str], str] = {}
     for r in rows:
         qid = r["question_id"] if name == "saf" else f"mohler-{r['question_id']}"
+        # SAF's "saf-2.1" holds three different questions (service classes, frame bursting, DQDB; 82 answers
+        # each): one id per distinct question text, the first keeping the dataset's id.
+        key = (qid, r["question"])
+        if key not in texts:
+            same = sum(1 for k in texts if k[0] == qid)
+            texts[key] = qid if not same else f"{qid}-{same + 1}"
+        qid = texts[key]
         r["qid"] = qid
         r["target"] = float(r["grade"]) / float(r["max_grade"])
         if qid not in qs:

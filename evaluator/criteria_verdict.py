@@ -33,7 +33,7 @@ def criteria_verdict(r: Reading) -> Verdict:
     levels = {c.id: c.level for c in criteria if c.level is not None}
     holistic = overall_level(r.result)
     crit_levels = levels if len(levels) == len(r.rubric.criteria) else None
-    fraction = combine(r.rubric, crit_levels, holistic, r.sim.best_reference, hits)
+    fraction, listed_note = r.keyword_list_cap(combine(r.rubric, crit_levels, holistic, r.sim.best_reference, hits))
     raw = to_scale(fraction, r.rubric)
     holistic_level = round(holistic, 4) if holistic is not None else None
     features = stored_features(r.q.id, raw, holistic_level, criteria, r.sim, len(r.text))
@@ -50,7 +50,7 @@ def criteria_verdict(r: Reading) -> Verdict:
         },
         criteria=criteria,
         red_flags=red,
-        rationale=r.result.rationale,
+        rationale=(r.result.rationale + listed_note).strip(),
     )
 
 

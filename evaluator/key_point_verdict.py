@@ -36,12 +36,6 @@ from .models import (
 )
 from .reading import Reading, fail_and_disagreement_flags, stored_features
 
-# A bare list of terms (screen.keyword_list: no sentence, almost no function words) names the topic's vocabulary and
-# states no claim: at most the top of a weak answer's band. The judge's key-point reads rise with vocabulary, so on
-# the anchored scale such a list outscored a short correct answer on 11 of 14 questions (benchmarks/gaming.py).
-KEYWORD_LIST_CAP = 0.3
-KEYWORD_LIST_NOTE = " A list of terms with no sentence states no point: the score is capped at 30% of the scale."
-
 
 def key_point_verdict(r: Reading, embedder: Embedder, model: GradeModel | None, anchors: Anchors | None) -> Verdict:
     q, result = r.q, r.result
@@ -64,9 +58,7 @@ def key_point_verdict(r: Reading, embedder: Embedder, model: GradeModel | None, 
     sd = model.fraction_sd(row, variances) if model else unfitted_fraction_sd(variances)
     red, hits = claim_flags(q, r, embedder, gate)
     fraction = apply_red_flags(fraction, hits)
-    listed = any(f.code == "keyword_list" for f in r.flags)
-    if listed:
-        fraction = min(fraction, KEYWORD_LIST_CAP)
+    fraction, listed_note = r.keyword_list_cap(fraction)
     quotes = supported_quotes(r, len(points))
     positions = point_positions(result.points, anchors)
     kps = key_point_results(points, result.points, evidence, quotes, positions)
@@ -93,7 +85,7 @@ def key_point_verdict(r: Reading, embedder: Embedder, model: GradeModel | None, 
         key_points=kps,
         red_flags=red,
         rationale=assembled_rationale(kps, red, row, model, score, r.base["scale_max"], positions)
-        + (KEYWORD_LIST_NOTE if listed else "")
+        + listed_note
         + unfitted_note(r, model),
     )
 

@@ -16,6 +16,12 @@ from .models import CriterionResult, Effect, Question, RedFlag, ReviewFlag, Rubr
 
 DISAGREE_HIGH_SIM, DISAGREE_LOW_SCORE = 0.75, 0.25
 DISAGREE_LOW_SIM, DISAGREE_HIGH_SCORE = 0.15, 0.60
+# A bare list of terms (screen.keyword_list: no sentence, almost no function words) names the topic's vocabulary and
+# states no claim: at most the top of a weak answer's band, whatever plan read it. The judge's key-point reads rise
+# with vocabulary, so on the anchored scale such a list outscored a short correct answer on 11 of 14 questions
+# (benchmarks/gaming.py).
+KEYWORD_LIST_CAP = 0.3
+KEYWORD_LIST_NOTE = " A list of terms with no sentence states no point: the score is capped at 30% of the scale."
 
 
 @dataclass
@@ -29,6 +35,13 @@ class Reading:
     usage: Usage
     base: dict[str, Any]  # question_id, scale_min, scale_max, provenance: the same on every verdict of this answer
     mapping: Mapping | None  # the user's (or a rubric's shipped) calibration mapping, applied last
+
+    def keyword_list_cap(self, fraction: float) -> tuple[float, str]:
+        """The fraction of full marks, capped when the screen read the answer as a bare keyword list, and the
+        sentence the rationale then adds ("" otherwise)."""
+        if any(f.code == "keyword_list" for f in self.flags):
+            return min(fraction, KEYWORD_LIST_CAP), KEYWORD_LIST_NOTE
+        return fraction, ""
 
     def scored(self, score: float, score_100: float, raw: float, **fields: Any) -> Verdict:
         """A scored verdict with the fields every plan fills the same way."""

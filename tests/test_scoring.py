@@ -315,3 +315,22 @@ def test_endpoint_quotes_not_in_the_answer_are_removed_and_flagged(resources):
     assert "dropout" not in v.rationale and "[quote not found in the answer, removed]" in v.rationale
     flag = next(f for f in v.review_flags if f.code == "unsupported_evidence")
     assert flag.reason.startswith("quotes not found in the answer for: rationale, correctness")
+
+
+def test_a_keyword_list_is_capped_on_the_per_criterion_plan_too(resources):
+    """The cap lives on the reading, so the per-criterion plan (and its structured endpoint reply) applies it as
+    the key-point plan does: a list of terms read at the top levels still scores 30% of the scale."""
+    criteria_scoring(resources)
+    ev = scripted_evaluator(resources)
+    les, q = resources.find_question("dropout")
+    top = {c: 4 for c in LEVELS}
+    scores = {}
+    for text in (
+        "random masking, co-adaptation, sub-network ensemble, inference scaling, eval mode",
+        "Dropout zeroes random units during training so they cannot co-adapt, and keeps every unit at inference.",
+    ):
+        ev.judge.backend.enqueue(structured_reply(top, evidence=text[:20]))
+        v = ev.score(les, q, text)
+        scores[text] = v.score_100
+        assert ("capped at 30% of the scale" in v.rationale) is ("keyword_list" in {f.code for f in v.review_flags})
+    assert sorted(scores.values()) == [pytest.approx(30.0), pytest.approx(100.0)]
