@@ -45,6 +45,23 @@ def test_the_step_is_off_for_an_embedder_without_a_measured_threshold(resources)
     assert similarity.off_topic_spans(get_embedder("fake:hash"), q, f"{WEAK} {BRAG}") == []
 
 
+@pytest.mark.parametrize(
+    "pointer",
+    [
+        "Experiments: https://github.com/someone/proofs (see notebooks/validated.ipynb, which reproduces every claim).",
+        "I go deeper in my post at www.example.com/overfitting-explained.",
+        "The full derivation is in answer_q3_full.pdf.",
+    ],
+)
+def test_a_sentence_pointing_outside_the_answer_is_set_aside_with_any_embedder(resources, pointer):
+    """A link or a file states nothing the grader can read: structural, so no threshold is needed."""
+    _, q = _question(resources)
+    answer = f"{WEAK} {pointer}"
+    spans = similarity.off_topic_spans(get_embedder("fake:hash"), q, answer)
+    assert [answer[a:b] for a, b in spans] == [pointer]
+    assert similarity.off_topic_spans(get_embedder("fake:hash"), q, pointer) == []  # alone: read as it is
+
+
 def _reads(q, keyidea: str, point: float):
     no = [{"0": 1.0, "1": 0.0}] * len(q.red_flags)
     return [{keyidea: 1.0}, *[{"0": 1 - point, "1": point}] * len(q.key_points), *no]
