@@ -89,7 +89,10 @@ def _add_row(
     if ref not in entry["references"]:
         entry["references"].append(ref)
     if entry["question"] != qtext:
-        return f"{where} (question {qid}): question text differs from an earlier row with the same id"
+        return (
+            f"{where} (question {qid}): question text differs from the one at {entry['sources'][0]} with the same id;"
+            " give each distinct question its own id"
+        )
     return None
 
 

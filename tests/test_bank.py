@@ -204,3 +204,19 @@ def test_import_questions_from_csv(tmp_path):
     bad.write_text("id,question\nq1,What?\n", encoding="utf-8")
     r = run_cli("questions", "import", str(bad), "--out", str(tmp_path / "x.yaml"))
     assert r.returncode == 3 and "columns found: id, question" in r.stderr
+
+
+def test_import_refuses_two_questions_under_one_id_and_names_both_rows(tmp_path):
+    """Graded data sets do this (SAF's "saf-2.1" holds three questions): merging them would grade answers
+    against another question's reference."""
+    src = tmp_path / "q.csv"
+    src.write_text(
+        "question_id,question,reference_answer\n"
+        "q1,What is a hash map?,A structure mapping keys to values via a hash function.\n"
+        "q1,What is recursion?,A function calling itself on a smaller input.\n",
+        encoding="utf-8",
+    )
+    r = run_cli("questions", "import", str(src), "--out", str(tmp_path / "x.yaml"))
+    assert r.returncode != 0 and not (tmp_path / "x.yaml").exists()
+    assert f"{src}:3 (question q1): question text differs from the one at q.csv:2" in r.stderr
+    assert "give each distinct question its own id" in r.stderr
