@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import json
 import math
 import random
@@ -49,6 +50,7 @@ from evaluator.grade_model import (  # noqa: E402
     features_of,
     unfitted_fraction,
 )
+from evaluator.key_points import asked_count, derive_key_points  # noqa: E402
 from evaluator.models import EvalSet, Question, Verdict  # noqa: E402
 from evaluator.resources import LoadedEvalSet  # noqa: E402
 from evaluator.screen import screen  # noqa: E402
@@ -98,8 +100,16 @@ def _csv_questions(name: str) -> tuple[LoadedEvalSet, list[dict]]:
         r["qid"] = qid
         r["target"] = float(r["grade"]) / float(r["max_grade"])
         if qid not in qs:
+            # As `evaluator questions import` writes it: the key points derived from the reference, and how many of
+            # them the question's wording asks for ("state at least 4 of the differences").
+            n_points = len(derive_key_points(r["reference_answer"]))
             qs[qid] = Question(
-                id=qid, level="mid", topic=name, question=r["question"], references=[r["reference_answer"]]
+                id=qid,
+                level="mid",
+                topic=name,
+                question=r["question"],
+                references=[r["reference_answer"]],
+                points_required=asked_count(r["question"], n_points),
             )
     es = EvalSet(id=name, version="1", rubric="reference-only", questions=list(qs.values()))
     return LoadedEvalSet(eval_set=es, path=RESULTS / f"{name}.yaml", hash=name), rows
@@ -264,9 +274,17 @@ def load(name: str) -> list[dict]:
     return recs
 
 
+@functools.cache
+def _points_required() -> dict[str, int | None]:
+    """Per Mohler and SAF question, how many key points its wording asks for (None: all)."""
+    return {q.id: q.points_required for name in ("saf", "mohler") for q in _csv_questions(name)[0].eval_set.questions}
+
+
 def with_anchors(recs: list[dict]) -> None:
-    """Recomputes each stored feature row through features_of with its question's anchors, when read."""
+    """Recomputes each stored feature row through features_of with its question's anchors (and the number of key
+    points its wording asks for), when read."""
     anchors = {a["qid"]: a for a in load("anchors")}
+    required = _points_required()
     for r in recs:
         a, row = anchors.get(r["qid"]), r.get("row")
         if not row or not a or not a["anchors"]:
@@ -279,6 +297,7 @@ def with_anchors(recs: list[dict]) -> None:
             r["words"],
             a["reference_words"],
             Anchors(**a["anchors"]),
+            required.get(r["qid"]),
         )
 
 

@@ -1,4 +1,4 @@
-"""Turns a CSV of questions (id, question, reference answer, optional level/topic/key points) into
+"""Turns a CSV of questions (id, question, reference answer, optional level/topic/key points/points required) into
 a valid eval set file, so a team can grade its own questions."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import yaml
 
 from .csvio import CsvTable, read_csv
 from .errors import DataValidationError
-from .key_points import MAX_POINTS, derive_key_points
+from .key_points import MAX_POINTS, asked_count, derive_key_points
 from .models import EvalSet, Level
 
 ID_COLUMNS = ("question_id", "id")
@@ -41,6 +41,7 @@ class _Columns:
     level: int | None
     topic: int | None
     key_points: int | None
+    points_required: int | None
 
 
 def _columns(
@@ -55,6 +56,7 @@ def _columns(
         level=lower.index("level") if "level" in lower else None,
         topic=lower.index("topic") if "topic" in lower else None,
         key_points=lower.index("key_points") if "key_points" in lower else None,
+        points_required=lower.index("points_required") if "points_required" in lower else None,
     )
 
 
@@ -73,6 +75,13 @@ def _add_row(
     if level not in {lv.value for lv in Level}:
         return f"{where} (question {qid}): level {level!r} is not junior, mid or senior"
     kps = [k.strip() for k in re.split(r"[;|]", cells[cols.key_points])] if cols.key_points is not None else []
+    kps = [k for k in kps if k][:MAX_POINTS] or derive_key_points(ref)
+    required = cells[cols.points_required].strip() if cols.points_required is not None else ""
+    if required and not (required.isdigit() and 1 <= int(required) <= len(kps)):
+        return (
+            f"{where} (question {qid}), column points_required: {required!r} is not a whole number from 1 to "
+            f"{len(kps)} (the question's key points); leave it empty when every key point is required"
+        )
     entry = questions.setdefault(
         qid,
         {
@@ -82,7 +91,10 @@ def _add_row(
             "question": qtext,
             "references": [],
             # Without a key_points column they are derived from the reference, written out for the user to edit.
-            "key_points": [k for k in kps if k][:MAX_POINTS] or derive_key_points(ref),
+            "key_points": kps,
+            # "State at least 4 of the differences": how many points the question asks for, from the column, else
+            # from the question's wording when it asks for fewer than the reference lists (written out to edit).
+            "points_required": int(required) if required else asked_count(qtext, len(kps)),
             "sources": [source],
         },
     )

@@ -72,6 +72,15 @@ def point_positions(points: list[float], anchors: Anchors | None) -> list[float]
     return [_rel(p, lo, hi) for p, (lo, hi) in zip(points, anchors.points, strict=True)]
 
 
+def counted(values: list[float], required: int | None) -> list[int]:
+    """The indices of the points the score counts: all of them, or the `required` best read when the question
+    asks for only that many ("name two of ...")."""
+    order = range(len(values))
+    if required is None or required >= len(values):
+        return list(order)
+    return sorted(sorted(order, key=lambda i: -values[i])[:required])
+
+
 def features_of(
     keyidea: float | None,
     points: list[float],
@@ -80,15 +89,18 @@ def features_of(
     answer_words: int,
     reference_words: int,
     anchors: Anchors | None = None,
+    required: int | None = None,
 ) -> dict[str, float]:
     """The one feature row of an answer, for fitting and for applying the model. `keyidea` is the expected
-    digit 0-5; missing values are NaN (the model imputes the training mean)."""
+    digit 0-5; missing values are NaN (the model imputes the training mean). `required`: the question asks for
+    only that many of its points, and the anchored point features count the best-read ones."""
     nan = math.nan
     rel = {"keyidea_rel": nan, "points_rel": nan, "cosine_rel": nan, "evidence_rel": nan, "coverage_rel": nan}
     if anchors is not None:
         if keyidea is not None:
             rel["keyidea_rel"] = _rel(keyidea / 5, *anchors.keyidea)
         positions = point_positions(points, anchors)
+        positions = [positions[i] for i in counted(positions, required)]
         if positions:
             rel["points_rel"] = float(np.mean(positions))
             idea = [] if math.isnan(rel["keyidea_rel"]) else [rel["keyidea_rel"]]
@@ -201,10 +213,10 @@ def load_grade_model(path: Path) -> GradeModel | None:
 
 
 def read_variances(
-    keyidea_probs: dict[str, float] | None, points: list[float], anchors: Anchors | None
+    keyidea_probs: dict[str, float] | None, points: list[float], anchors: Anchors | None, required: int | None = None
 ) -> dict[str, float]:
     """Variances of the read-based features: the key-idea digit's spread and each point's Bernoulli variance,
-    through the same scaling features_of applies."""
+    through the same scaling (and choice of counted points) features_of applies."""
     out: dict[str, float] = {}
     if keyidea_probs:
         mean = sum(int(d) * p for d, p in keyidea_probs.items())
@@ -216,8 +228,10 @@ def read_variances(
         n = len(points)
         out["points_mean"] = sum(p * (1 - p) for p in points) / n**2
         if anchors is not None and len(anchors.points) == n:
-            spans = [max(hi - lo, MIN_SPAN) for lo, hi in anchors.points]
-            each = sum(p * (1 - p) / s**2 for p, s in zip(points, spans, strict=True))
+            keep = counted(point_positions(points, anchors), required)
+            n = len(keep)
+            spans = [max(anchors.points[i][1] - anchors.points[i][0], MIN_SPAN) for i in keep]
+            each = sum(points[i] * (1 - points[i]) / s**2 for i, s in zip(keep, spans, strict=True))
             out["points_rel"] = each / n**2
             idea = [out["keyidea_rel"]] if "keyidea_rel" in out else []
             out["coverage_rel"] = (each + sum(idea)) / (n + len(idea)) ** 2

@@ -23,7 +23,7 @@ from .grade_model import (
     unfitted_fraction_sd,
 )
 from .guards import evidence_supported
-from .key_points import Evidence, best_sentences, key_points_of
+from .key_points import Evidence, best_sentences, key_points_of, points_required_of
 from .models import (
     CriterionResult,
     KeyPointResult,
@@ -40,6 +40,7 @@ from .reading import Reading, fail_and_disagreement_flags, stored_features
 def key_point_verdict(r: Reading, embedder: Embedder, model: GradeModel | None, anchors: Anchors | None) -> Verdict:
     q, result = r.q, r.result
     points = key_points_of(q)
+    required = points_required_of(q, len(points))
     evidence = best_sentences(embedder, points, r.text)
     row = features_of(
         result.keyidea.expected if result.keyidea else None,
@@ -49,12 +50,15 @@ def key_point_verdict(r: Reading, embedder: Embedder, model: GradeModel | None, 
         len(r.text.split()),
         len(q.references[0].split()),
         anchors,
+        required,
     )
     gate = model  # the red-flag gate, measured on the red-flag set, holds whatever formula scores
     if model is not None and not model.applies_to(row):
         model = None  # the question's anchors could not be read: the unfitted formula
     fraction = model.fraction(row) if model else unfitted_fraction(row)
-    variances = read_variances(result.keyidea.probabilities if result.keyidea else None, result.points, anchors)
+    variances = read_variances(
+        result.keyidea.probabilities if result.keyidea else None, result.points, anchors, required
+    )
     sd = model.fraction_sd(row, variances) if model else unfitted_fraction_sd(variances)
     red, hits = claim_flags(q, r, embedder, gate)
     fraction = apply_red_flags(fraction, hits)
@@ -84,7 +88,7 @@ def key_point_verdict(r: Reading, embedder: Embedder, model: GradeModel | None, 
         criteria=criteria,
         key_points=kps,
         red_flags=red,
-        rationale=assembled_rationale(kps, red, row, model, score, r.base["scale_max"], positions)
+        rationale=assembled_rationale(kps, red, row, model, score, r.base["scale_max"], positions, required)
         + listed_note
         + unfitted_note(r, model),
     )
@@ -208,10 +212,12 @@ def assembled_rationale(
     score: float,
     scale_max: float,
     positions: list[float] | None = None,
+    required: int | None = None,
 ) -> str:
     """The explanation, built from the reads only, so it cannot contradict the score or misquote the answer. With
     the question's anchors each point says how far its reading is from an empty reply's (0%) toward the reference
-    answer's (100%), the measure the score averages."""
+    answer's (100%), the measure the score averages. When the question asks for only `required` of its points,
+    the points beyond them are not missing once that many are covered."""
     pos = positions if positions and len(positions) == len(kps) else [None] * len(kps)
 
     def read(k: KeyPointResult, x: float | None) -> str:
@@ -221,10 +227,18 @@ def assembled_rationale(
 
     covered = [(k, x) for k, x in zip(kps, pos, strict=True) if k.covered]
     parts = [f"Score {score:g} of {scale_max:g}. Covers {len(covered)} of {len(kps)} key points."]
+    if required:
+        parts.append(f"The question asks for {required} of them: the {required} best read count.")
     parts += [f'Covered: {k.text} ({read(k, x)}), e.g. "{k.evidence}".' for k, x in covered]
     missing = [(k, x) for k, x in zip(kps, pos, strict=True) if not k.covered]
     if missing:
-        parts.append("Missing: " + "; ".join(f"{k.text} ({read(k, x)})" for k, x in missing) + ".")
+        listed = "; ".join(f"{k.text} ({read(k, x)})" for k, x in missing)
+        if not required:
+            parts.append(f"Missing: {listed}.")
+        elif len(covered) < required:
+            parts.append(f"Missing {required - len(covered)} more of: {listed}.")
+        else:
+            parts.append(f"Not needed: {listed}.")
     for f in red:
         if not f.hit and (f.probability or 0) < 0.5:
             continue
@@ -233,8 +247,9 @@ def assembled_rationale(
     if not np.isnan(row["keyidea"]):
         parts.append(f"Key-idea reading {5 * row['keyidea']:.1f} of 5.")
     if model is not None and model.features == ["coverage_rel"]:
+        counted_points = f"the {required} best-read key points" if required else "the key points"
         parts.append(
-            "The score is the share of the key points stated, with the key idea as one more point, each reading "
+            f"The score is the share of {counted_points} stated, with the key idea as one more point, each reading "
             "placed between what an empty reply and the reference answer read."
         )
     elif model is not None:

@@ -62,6 +62,35 @@ def key_points_of(q: Question) -> list[str]:
     return list(q.key_points) if q.key_points else derive_key_points(q.references[0])
 
 
+_NUMBERS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
+# "State at least 4 of the differences", "Name and describe two challenges", "list three causes": the question asks
+# for N items, and a reference that lists more offers a choice. "Name the 3 classes" (all of them) and "give 1
+# advantage and 1 disadvantage" (one of each kind) do not match.
+_ASKS_FOR = re.compile(
+    r"\b(?:at\s+least|(?:name|state|list|give|describe|explain)(?:\s+and\s+(?:describe|explain|name))?)"
+    r"\s+(\d|two|three|four|five|six)\b(?!\s*-)",
+    re.IGNORECASE,
+)
+_ANY_NUMBER = re.compile(r"\b(?:\d+|one|two|three|four|five|six)\b", re.IGNORECASE)
+
+
+def asked_count(question: str, n_points: int) -> int | None:
+    """How many of the reference's `n_points` key points the question asks for, when its wording asks for fewer
+    ("state at least 4 of the differences"); None when it asks for all of them, says nothing, or mentions other
+    numbers ("three causes and two fixes" asks for five items of two kinds)."""
+    counts = [int(_NUMBERS.get(m.lower(), m)) for m in _ASKS_FOR.findall(question)]
+    if len(counts) != 1 or len(_ANY_NUMBER.findall(question)) != 1 or not 2 <= counts[0] < n_points:
+        return None
+    return counts[0]
+
+
+def points_required_of(q: Question, n_points: int) -> int | None:
+    """The number of best-read key points the score counts: the question's `points_required` when it is below the
+    number of points, else None (all of them count)."""
+    n = q.points_required
+    return n if n is not None and n < n_points else None
+
+
 @dataclass(frozen=True)
 class Evidence:
     sentence: str  # exact text of the answer

@@ -73,6 +73,12 @@ class Question(Strict):
     question: str = Field(min_length=5)
     references: list[str] = Field(min_length=1, description="One or more reference answers.")
     key_points: list[str] = Field(default_factory=list, max_length=6)
+    points_required: int | None = Field(
+        default=None,
+        ge=1,
+        description='The question asks for this many of its key points ("name two of ..."): the score counts the '
+        "N best-read points, not all of them.",
+    )
     rubric: str | None = Field(default=None, description="Rubric id; defaults to the eval set's rubric.")
     red_flags: list[RedFlag] = Field(default_factory=list)
     exemplars: list[Exemplar] = Field(default_factory=list)
@@ -91,11 +97,16 @@ class Question(Strict):
         return [*self.references, *self.key_points]
 
     @model_validator(mode="after")
-    def _unique_flags(self) -> Question:
+    def _consistent(self) -> Question:
         ids = [f.id for f in self.red_flags]
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:
             raise ValueError(f"red flag ids repeat: {sorted(dup)}")
+        if self.key_points and self.points_required and self.points_required > len(self.key_points):
+            raise ValueError(
+                f"points_required is {self.points_required} but the question lists {len(self.key_points)} key "
+                "points; lower it or add points"
+            )
         return self
 
 

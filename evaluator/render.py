@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .key_points import key_points_of
+from .key_points import key_points_of, points_required_of
 from .models import Question, Verdict
 from .resources import LoadedEvalSet
 
@@ -74,8 +74,12 @@ def print_question(les: LoadedEvalSet, q: Question, console: Console | None = No
         c.print(f"\n[bold]Reference {i}[/bold]\n{r}")
     source = "" if q.key_points else " (derived from the reference: list them under key_points to edit)"
     c.print(f"\n[bold]Key points[/bold]{source}", markup=True)
-    for i, k in enumerate(key_points_of(q), 1):
+    points = key_points_of(q)
+    for i, k in enumerate(points, 1):
         c.print(f"  {i}. {k}", markup=False)
+    required = points_required_of(q, len(points))
+    if required:
+        c.print(f"  The question asks for {required} of these (points_required): the {required} best read count.")
     if q.red_flags:
         c.print("\n[bold]Red flags[/bold]")
         for f in q.red_flags:

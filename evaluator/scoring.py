@@ -300,7 +300,8 @@ class Evaluator:
         key = cache_key(
             {
                 "anchors": ANCHOR_FLOOR,
-                "question": q.model_dump(mode="json"),
+                # How many points the score counts does not change what the judge reads.
+                "question": q.model_dump(mode="json", exclude={"points_required"}),
                 "prompts": self.prompts.points_hash,
                 "judge": self.judge.settings.public_params() | self.judge.describe(),
                 "embedder": self.embedder_name,

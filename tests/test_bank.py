@@ -206,6 +206,32 @@ def test_import_questions_from_csv(tmp_path):
     assert r.returncode == 3 and "columns found: id, question" in r.stderr
 
 
+def test_import_writes_how_many_key_points_a_question_asks_for(tmp_path):
+    """From a points_required column, else from the wording ("name two of ..."), so the user can see and edit it;
+    a bad value names its row and column."""
+    src = tmp_path / "q.csv"
+    src.write_text(
+        "question_id,question,reference_answer,points_required\n"
+        "q1,Name two causes of overfitting.,Too little data. Too many parameters. Training too long.,\n"
+        "q2,What causes overfitting?,Too little data. Too many parameters. Training too long.,2\n"
+        "q3,What is recursion?,A function calling itself. It needs a base case.,\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "mine.yaml"
+    r = run_cli("questions", "import", str(src), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    qs = yaml.safe_load(out.read_text())["questions"]
+    assert [q.get("points_required") for q in qs] == [2, 2, None]
+    r = run_cli("questions", "show", "q1", "--eval-set", str(out))
+    assert "The question asks for 2 of these (points_required)" in r.stdout, r.stderr
+    src.write_text(
+        "question_id,question,reference_answer,points_required\nq1,What causes it?,Data. Parameters.,five\n",
+        encoding="utf-8",
+    )
+    r = run_cli("questions", "import", str(src), "--out", str(tmp_path / "x.yaml"))
+    assert r.returncode == 3 and f"{src}:2 (question q1), column points_required: 'five'" in r.stderr
+
+
 def test_import_refuses_two_questions_under_one_id_and_names_both_rows(tmp_path):
     """Graded data sets do this (SAF's "saf-2.1" holds three questions): merging them would grade answers
     against another question's reference."""

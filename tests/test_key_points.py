@@ -290,3 +290,55 @@ def test_without_anchors_the_default_falls_back_to_the_unfitted_mean(resources):
     ev.judge.backend.enqueue({"5": 1.0}, *[yes(0.6)] * n, *[yes(0.0)] * len(q.red_flags))
     v = ev.score(les, q, ANSWER)
     assert v.score_100 == pytest.approx(100 * (1.0 + 0.6) / 2, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("question", "asked"),
+    [
+        ("State at least 4 of the differences between the UDP and TCP headers.", 4),
+        ("What are the challenges? Please NAME and DESCRIBE two challenges.", 2),
+        ("Give two examples of data leakage.", 2),
+        ("Name the 3 service classes and explain the differences.", None),  # all of them
+        ("What is frame bursting? Also, give 1 advantage and disadvantage.", None),  # one of each kind
+        ("List three causes and two fixes.", None),  # two kinds
+        ("Explain your answer in 2-5 sentences.", None),
+        ("List six properties.", None),  # as many as the reference lists: all of them
+    ],
+)
+def test_the_number_of_points_a_question_asks_for_is_read_from_its_wording(question, asked):
+    from evaluator.key_points import asked_count
+
+    assert asked_count(question, 6) == asked
+
+
+def test_a_question_asking_for_n_points_counts_the_n_best_read():
+    from evaluator.grade_model import Anchors, read_variances
+
+    a = Anchors(keyidea=(0.0, 1.0), points=[(0.0, 1.0)] * 3, cosine_floor=0.0, evidence_ceiling=1.0)
+    every = features_of(None, [0.9, 0.1, 0.5], None, [], 5, 5, a)
+    two = features_of(None, [0.9, 0.1, 0.5], None, [], 5, 5, a, required=2)
+    assert every["points_rel"] == pytest.approx(0.5) and two["points_rel"] == pytest.approx(0.7)
+    assert two["points_mean"] == every["points_mean"]  # the raw reads keep every point
+    var = read_variances(None, [0.9, 0.1, 0.5], a, required=2)
+    assert var["points_rel"] == pytest.approx((0.9 * 0.1 + 0.5 * 0.5) / 4)
+
+
+@pytest.mark.parametrize(("stated", "note"), [(2, "Not needed: "), (1, "Missing 1 more of: ")])
+def test_points_beyond_those_asked_for_are_not_missing(resources, stated, note):
+    """ "Name two of ...": an answer that states two of the listed points scores as if it stated them all."""
+    from evaluator.grade_model import Anchors
+
+    ev = scripted(resources)
+    les, q = resources.find_question("overfitting")
+    n = len(key_points_of(q))
+    q = q.model_copy(update={"points_required": 2})
+    ev.anchors = lambda q, rubric: Anchors(
+        keyidea=(0.2, 0.9), points=[(0.3, 0.8)] * n, cosine_floor=0.1, evidence_ceiling=0.6
+    )
+    ev._grade_model = anchored_coverage()
+    reads = [0.8] * stated + [0.3] * (n - stated)
+    ev.judge.backend.enqueue({"4": 0.5, "5": 0.5}, *[yes(p) for p in reads], *[yes(0.0)] * len(q.red_flags))
+    v = ev.score(les, q, ANSWER)
+    assert v.score_100 == pytest.approx(100.0 if stated == 2 else 100 * 2 / 3, abs=0.01)
+    assert "The question asks for 2 of them: the 2 best read count." in v.rationale and note in v.rationale
+    assert "Missing: " not in v.rationale
