@@ -144,7 +144,9 @@ def _add_questions_import_parser(qs) -> None:
         "import",
         help="turn a CSV of questions into an eval set",
         description="Turn a CSV with question id, question and reference answer (optional level, "
-        "topic, key_points separated by ';') into a valid eval set file. Rows repeating a question "
+        "topic, key_points separated by ';', points_required: how many of the key points the question asks for) "
+        "into a valid eval set file. Without key_points they are derived from the reference; without "
+        "points_required it is read from wording such as 'state at least 4'. Rows repeating a question "
         "id (one row per answer, as in graded data) are merged.",
     )
     qi.add_argument("csv", help="the CSV file")
