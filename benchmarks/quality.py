@@ -77,8 +77,8 @@ DEFAULT_FEATURES = tuple(IDENTITY["features"])
 
 
 def _key_point_scoring(ev) -> None:
-    """Mohler and SAF are read with the key-point plan whatever reference-only ships (it ships the key-idea
-    view, which measured better on short answers): these reads are what the grade model is fitted on."""
+    """Mohler and SAF are read with the key-point plan (what reference-only ships), set here so that a rubric edit
+    cannot change what the grade model is measured on."""
     lr = ev.resources.rubric("reference-only")
     lr.rubric = lr.rubric.model_copy(update={"scoring": "key_points"})
 
