@@ -549,19 +549,25 @@ def _or_unfitted(value: float, r: dict) -> float:
     return float(np.clip(value, 0.0, 1.0))
 
 
-def _coverage_and_evidence(r: dict) -> float:
-    """The anchored coverage with the evidence cosine (anchored) counted as one more point."""
+def _coverage(r: dict, evidence: bool) -> float:
+    """The anchored coverage counting the evidence point on every question (True) or on none (False; the default
+    counts it on questions of one or two key points, grade_model.evidence_point)."""
     row, n = r["row"], len(r.get("points") or [])
-    coverage, evidence = row.get("coverage_rel", math.nan), row.get("evidence_rel", math.nan)
-    return ((n + 1) * coverage + evidence) / (n + 2)
+    m = min(n, _points_required().get(r["qid"]) or n)  # the points the coverage counts
+    parts = [row.get("points_rel", math.nan) * m, row.get("keyidea_rel", math.nan)]
+    if evidence:
+        parts.append(row.get("evidence_rel", math.nan))
+    return sum(parts) / (m + len(parts) - 1)
 
 
 # Scores on the anchored scale with no fitted parameter (clipped to 0-1); * marks the default. Anchored coverage: the
-# key points with the key idea as one more point; "+ evidence": the evidence cosine (anchored) as another point.
+# key points with the key idea as one more point, and on questions of one or two key points the evidence cosine
+# (anchored) as another; the rows beside it count the evidence point on every question, or on none (session 9).
 UNFITTED = {
     "anchored key points": lambda r: r["row"].get("points_rel", math.nan),
     "anchored coverage *": lambda r: r["row"].get("coverage_rel", math.nan),
-    "anchored coverage + evidence": lambda r: _coverage_and_evidence(r),
+    "coverage + evidence, every question": lambda r: _coverage(r, True),
+    "coverage, no evidence point": lambda r: _coverage(r, False),
     "anchored key idea": lambda r: r["row"].get("keyidea_rel", math.nan),
 }
 

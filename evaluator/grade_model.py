@@ -72,6 +72,18 @@ def point_positions(points: list[float], anchors: Anchors | None) -> list[float]
     return [_rel(p, lo, hi) for p, (lo, hi) in zip(points, anchors.points, strict=True)]
 
 
+# A question of one or two key points (a one-sentence reference) is read twice over by the key idea and its point,
+# so the answer's closest sentence to the points (anchored by the reference's own) counts as one more point: on
+# one-sentence answers similarity is the signal graders reward, and on questions of more points, where the point reads
+# carry the signal, it would pay vocabulary (benchmarks/quality.py measures both).
+EVIDENCE_POINT_MAX_POINTS = 2
+
+
+def evidence_point(n_points: int, evidence_rel: float) -> list[float]:
+    """The evidence similarity as one more point of the coverage, for a question of few key points."""
+    return [evidence_rel] if n_points <= EVIDENCE_POINT_MAX_POINTS and not math.isnan(evidence_rel) else []
+
+
 def counted(values: list[float], required: int | None) -> list[int]:
     """The indices of the points the score counts: all of them, or the `required` best read when the question
     asks for only that many ("name two of ...")."""
@@ -99,16 +111,16 @@ def features_of(
     if anchors is not None:
         if keyidea is not None:
             rel["keyidea_rel"] = _rel(keyidea / 5, *anchors.keyidea)
+        if cosine is not None:
+            rel["cosine_rel"] = _rel(cosine, anchors.cosine_floor, 1.0)
+        if evidence_cosines:
+            rel["evidence_rel"] = float(np.mean(evidence_cosines)) / max(anchors.evidence_ceiling, MIN_SPAN)
         positions = point_positions(points, anchors)
         positions = [positions[i] for i in counted(positions, required)]
         if positions:
             rel["points_rel"] = float(np.mean(positions))
             idea = [] if math.isnan(rel["keyidea_rel"]) else [rel["keyidea_rel"]]
-            rel["coverage_rel"] = float(np.mean(positions + idea))
-        if cosine is not None:
-            rel["cosine_rel"] = _rel(cosine, anchors.cosine_floor, 1.0)
-        if evidence_cosines:
-            rel["evidence_rel"] = float(np.mean(evidence_cosines)) / max(anchors.evidence_ceiling, MIN_SPAN)
+            rel["coverage_rel"] = float(np.mean(positions + idea + evidence_point(len(points), rel["evidence_rel"])))
     return rel | {
         "keyidea": keyidea / 5 if keyidea is not None else nan,
         "points_mean": float(np.mean(points)) if points else nan,
@@ -213,10 +225,15 @@ def load_grade_model(path: Path) -> GradeModel | None:
 
 
 def read_variances(
-    keyidea_probs: dict[str, float] | None, points: list[float], anchors: Anchors | None, required: int | None = None
+    keyidea_probs: dict[str, float] | None,
+    points: list[float],
+    anchors: Anchors | None,
+    required: int | None = None,
+    evidence: bool = False,
 ) -> dict[str, float]:
     """Variances of the read-based features: the key-idea digit's spread and each point's Bernoulli variance,
-    through the same scaling (and choice of counted points) features_of applies."""
+    through the same scaling (and choice of counted points) features_of applies. `evidence`: the answer has a
+    sentence to quote, so the coverage of a question of few points counts the evidence point too."""
     out: dict[str, float] = {}
     if keyidea_probs:
         mean = sum(int(d) * p for d, p in keyidea_probs.items())
@@ -234,7 +251,9 @@ def read_variances(
             each = sum(points[i] * (1 - points[i]) / s**2 for i, s in zip(keep, spans, strict=True))
             out["points_rel"] = each / n**2
             idea = [out["keyidea_rel"]] if "keyidea_rel" in out else []
-            out["coverage_rel"] = (each + sum(idea)) / (n + len(idea)) ** 2
+            # The evidence point, when the coverage counts one, has no read variance but shares the mean.
+            terms = n + len(idea) + len(evidence_point(len(points), 0.0 if evidence else math.nan))
+            out["coverage_rel"] = (each + sum(idea)) / terms**2
     return out
 
 

@@ -16,6 +16,7 @@ from .embeddings import Embedder
 from .grade_model import (
     Anchors,
     GradeModel,
+    evidence_point,
     features_of,
     point_positions,
     read_variances,
@@ -57,7 +58,7 @@ def key_point_verdict(r: Reading, embedder: Embedder, model: GradeModel | None, 
         model = None  # the question's anchors could not be read: the unfitted formula
     fraction = model.fraction(row) if model else unfitted_fraction(row)
     variances = read_variances(
-        result.keyidea.probabilities if result.keyidea else None, result.points, anchors, required
+        result.keyidea.probabilities if result.keyidea else None, result.points, anchors, required, bool(evidence)
     )
     sd = model.fraction_sd(row, variances) if model else unfitted_fraction_sd(variances)
     red, hits = claim_flags(q, r, embedder, gate)
@@ -248,9 +249,14 @@ def assembled_rationale(
         parts.append(f"Key-idea reading {5 * row['keyidea']:.1f} of 5.")
     if model is not None and model.features == ["coverage_rel"]:
         counted_points = f"the {required} best-read key points" if required else "the key points"
+        similar = (
+            " and the closest sentence's similarity to them (against the reference's own) as another"
+            if evidence_point(len(kps), row["evidence_rel"])
+            else ""
+        )
         parts.append(
-            f"The score is the share of {counted_points} stated, with the key idea as one more point, each reading "
-            "placed between what an empty reply and the reference answer read."
+            f"The score is the share of {counted_points} stated, with the key idea as one more point{similar}, each "
+            "reading placed between what an empty reply and the reference answer read."
         )
     elif model is not None:
         push = sorted(model.contributions(row).items(), key=lambda kv: -abs(kv[1]))[:2]

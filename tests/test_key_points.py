@@ -342,3 +342,20 @@ def test_points_beyond_those_asked_for_are_not_missing(resources, stated, note):
     assert v.score_100 == pytest.approx(100.0 if stated == 2 else 100 * 2 / 3, abs=0.01)
     assert "The question asks for 2 of them: the 2 best read count." in v.rationale and note in v.rationale
     assert "Missing: " not in v.rationale
+
+
+def test_on_a_question_of_one_or_two_points_the_closest_sentence_counts_as_one_more_point():
+    """A one-sentence reference is read twice over by the key idea and its one point; similarity is the second,
+    independent signal. With more points the reads carry the signal and similarity would pay vocabulary."""
+    from evaluator.grade_model import Anchors, read_variances
+
+    def row(n: int) -> dict[str, float]:
+        a = Anchors(keyidea=(0.0, 1.0), points=[(0.0, 1.0)] * n, cosine_floor=0.0, evidence_ceiling=0.8)
+        return features_of(5.0, [1.0] * n, 0.5, [0.4], 5, 5, a)
+
+    assert row(1)["coverage_rel"] == pytest.approx((1 + 1 + 0.5) / 3)  # evidence 0.4 of the reference's 0.8
+    assert row(2)["coverage_rel"] == pytest.approx((2 + 1 + 0.5) / 4)
+    assert row(3)["coverage_rel"] == pytest.approx(1.0) and row(3)["evidence_rel"] == pytest.approx(0.5)
+    a = Anchors(keyidea=(0.0, 1.0), points=[(0.0, 1.0)], cosine_floor=0.0, evidence_ceiling=0.8)
+    assert read_variances(None, [0.5], a, evidence=True)["coverage_rel"] == pytest.approx(0.25 / 4)
+    assert read_variances(None, [0.5], a)["coverage_rel"] == pytest.approx(0.25)

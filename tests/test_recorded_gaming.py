@@ -166,10 +166,10 @@ def surviving_attack(text: str, weak: str, set_aside: list[str]) -> str:
     return _words(left)
 
 
-@pytest.fixture(scope="module")
-def gaming_run():
+def score_cases(cases=CASES) -> dict:
     """Scores, in structured mode against one cassette, each question's weak answer once, every attacked answer,
-    and every cleaned copy that is not the weak answer itself. Keyed by (question id, answer text as graded)."""
+    and every cleaned copy that is not the weak answer itself. Keyed by (question id, answer text as graded).
+    Also used by benchmarks/gaming_structured.py to print the figures."""
     verdicts: dict[tuple[str, str], object] = {}
     with pytest.MonkeyPatch.context() as mp:
         for name in SETTINGS_ENV:
@@ -184,13 +184,18 @@ def gaming_run():
             return verdicts[key]
 
         with recorded(CASSETTE):
-            for _style, _aid, qid, weak, text in CASES:
+            for _style, _aid, qid, weak, text in cases:
                 score(qid, weak)
                 score(qid, text)
                 clean = cleaned_copy(text)
                 if clean is not None and "injection_suspected" in codes(verdicts[(qid, text.strip())]):
                     score(qid, clean)
     return verdicts
+
+
+@pytest.fixture(scope="module")
+def gaming_run():
+    return score_cases()
 
 
 def test_held_out_cases_cover_every_held_out_style_once():
