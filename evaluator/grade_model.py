@@ -93,6 +93,16 @@ def counted(values: list[float], required: int | None) -> list[int]:
     return sorted(sorted(order, key=lambda i: -values[i])[:required])
 
 
+def _counted_points(
+    points: list[float], anchors: Anchors | None, required: int | None
+) -> tuple[list[float], list[float]]:
+    """The probabilities and anchored positions (empty without anchors) of the points the score counts: all, or the
+    `required` best read (by position when anchored, else by probability)."""
+    positions = point_positions(points, anchors)
+    keep = counted(positions or points, required)
+    return [points[i] for i in keep], [positions[i] for i in keep] if positions else []
+
+
 def features_of(
     keyidea: float | None,
     points: list[float],
@@ -105,8 +115,10 @@ def features_of(
 ) -> dict[str, float]:
     """The one feature row of an answer, for fitting and for applying the model. `keyidea` is the expected
     digit 0-5; missing values are NaN (the model imputes the training mean). `required`: the question asks for
-    only that many of its points, and the anchored point features count the best-read ones."""
+    only that many of its points, and every point feature counts the best-read ones."""
     nan = math.nan
+    n_points = len(points)
+    points, positions = _counted_points(points, anchors, required)
     rel = {"keyidea_rel": nan, "points_rel": nan, "cosine_rel": nan, "evidence_rel": nan, "coverage_rel": nan}
     if anchors is not None:
         if keyidea is not None:
@@ -115,12 +127,10 @@ def features_of(
             rel["cosine_rel"] = _rel(cosine, anchors.cosine_floor, 1.0)
         if evidence_cosines:
             rel["evidence_rel"] = float(np.mean(evidence_cosines)) / max(anchors.evidence_ceiling, MIN_SPAN)
-        positions = point_positions(points, anchors)
-        positions = [positions[i] for i in counted(positions, required)]
         if positions:
             rel["points_rel"] = float(np.mean(positions))
             idea = [] if math.isnan(rel["keyidea_rel"]) else [rel["keyidea_rel"]]
-            rel["coverage_rel"] = float(np.mean(positions + idea + evidence_point(len(points), rel["evidence_rel"])))
+            rel["coverage_rel"] = float(np.mean(positions + idea + evidence_point(n_points, rel["evidence_rel"])))
     return rel | {
         "keyidea": keyidea / 5 if keyidea is not None else nan,
         "points_mean": float(np.mean(points)) if points else nan,
@@ -242,11 +252,10 @@ def read_variances(
         if anchors is not None:
             out["keyidea_rel"] = v / max(anchors.keyidea[1] - anchors.keyidea[0], MIN_SPAN) ** 2
     if points:
-        n = len(points)
-        out["points_mean"] = sum(p * (1 - p) for p in points) / n**2
-        if anchors is not None and len(anchors.points) == n:
-            keep = counted(point_positions(points, anchors), required)
-            n = len(keep)
+        keep = counted(point_positions(points, anchors) or points, required)
+        n = len(keep)
+        out["points_mean"] = sum(points[i] * (1 - points[i]) for i in keep) / n**2
+        if anchors is not None and len(anchors.points) == len(points):
             spans = [max(anchors.points[i][1] - anchors.points[i][0], MIN_SPAN) for i in keep]
             each = sum(points[i] * (1 - points[i]) / s**2 for i, s in zip(keep, spans, strict=True))
             out["points_rel"] = each / n**2

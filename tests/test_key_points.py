@@ -318,7 +318,9 @@ def test_a_question_asking_for_n_points_counts_the_n_best_read():
     every = features_of(None, [0.9, 0.1, 0.5], None, [], 5, 5, a)
     two = features_of(None, [0.9, 0.1, 0.5], None, [], 5, 5, a, required=2)
     assert every["points_rel"] == pytest.approx(0.5) and two["points_rel"] == pytest.approx(0.7)
-    assert two["points_mean"] == every["points_mean"]  # the raw reads keep every point
+    assert every["points_mean"] == pytest.approx(0.5) and two["points_mean"] == pytest.approx(0.7)
+    # Without anchors (an endpoint's structured reply) the best two by probability count.
+    assert features_of(None, [0.9, 0.1, 0.5], None, [], 5, 5, required=2)["points_mean"] == pytest.approx(0.7)
     var = read_variances(None, [0.9, 0.1, 0.5], a, required=2)
     assert var["points_rel"] == pytest.approx((0.9 * 0.1 + 0.5 * 0.5) / 4)
 
