@@ -93,14 +93,10 @@ def counted(values: list[float], required: int | None) -> list[int]:
     return sorted(sorted(order, key=lambda i: -values[i])[:required])
 
 
-def _counted_points(
-    points: list[float], anchors: Anchors | None, required: int | None
-) -> tuple[list[float], list[float]]:
-    """The probabilities and anchored positions (empty without anchors) of the points the score counts: all, or the
-    `required` best read (by position when anchored, else by probability)."""
-    positions = point_positions(points, anchors)
-    keep = counted(positions or points, required)
-    return [points[i] for i in keep], [positions[i] for i in keep] if positions else []
+def counted_points(points: list[float], anchors: Anchors | None, required: int | None) -> list[int]:
+    """The indices of the points the score counts: all, or the `required` best read (by anchored position when the
+    question's anchors were read, else by probability)."""
+    return counted(point_positions(points, anchors) or points, required)
 
 
 def features_of(
@@ -118,7 +114,9 @@ def features_of(
     only that many of its points, and every point feature counts the best-read ones."""
     nan = math.nan
     n_points = len(points)
-    points, positions = _counted_points(points, anchors, required)
+    keep = counted_points(points, anchors, required)
+    positions = [x for i, x in enumerate(point_positions(points, anchors)) if i in keep]
+    points = [points[i] for i in keep]
     rel = {"keyidea_rel": nan, "points_rel": nan, "cosine_rel": nan, "evidence_rel": nan, "coverage_rel": nan}
     if anchors is not None:
         if keyidea is not None:
@@ -252,7 +250,7 @@ def read_variances(
         if anchors is not None:
             out["keyidea_rel"] = v / max(anchors.keyidea[1] - anchors.keyidea[0], MIN_SPAN) ** 2
     if points:
-        keep = counted(point_positions(points, anchors) or points, required)
+        keep = counted_points(points, anchors, required)
         n = len(keep)
         out["points_mean"] = sum(points[i] * (1 - points[i]) for i in keep) / n**2
         if anchors is not None and len(anchors.points) == len(points):
