@@ -5,10 +5,13 @@
 #   benchmarks/record_cassettes.sh                           # every recorded test
 #   benchmarks/record_cassettes.sh -k injection              # extra arguments go to pytest
 #   benchmarks/record_cassettes.sh -k test_recorded_gaming   # only the held-out gaming styles (-k matches the module)
+#   RECORD=missing benchmarks/record_cassettes.sh -k test_recorded_gaming
+#                                                            # only the requests the cassette lacks (a change moved a
+#                                                            # few); recorded ones no longer made are dropped
 #
 # Starts `python -m llama_cpp.server` on 127.0.0.1:8765 with the bundled GGUF (or $EVALUATOR_RECORD_MODEL),
 # waits until it answers, runs the tests with EVALUATOR_RECORD=1 (each cassette is deleted and
-# recorded again), and always stops the server on exit. Review `git diff tests/cassettes/` afterwards.
+# recorded again; RECORD=missing: kept, and only what it lacks is recorded), and always stops the server on exit. Review `git diff tests/cassettes/` afterwards.
 #
 # Server settings that matter for the recordings:
 #   --n_batch 1 --n_ubatch 1  every token is evaluated on its own, so a prompt's logprobs are
@@ -75,6 +78,6 @@ done
 "$PY" -c "import urllib.request; urllib.request.urlopen('http://$HOST:$PORT/v1/models', timeout=2)" >/dev/null
 
 status=0
-EVALUATOR_RECORD=1 "$PY" -m pytest -q -m "" -p no:cacheprovider tests/test_recorded_judge.py tests/test_recorded_gaming.py "$@" || status=$?
+EVALUATOR_RECORD="${RECORD:-1}" "$PY" -m pytest -q -m "" -p no:cacheprovider tests/test_recorded_judge.py tests/test_recorded_gaming.py "$@" || status=$?
 echo "recorded; now replay offline: $PY -m pytest -q -m \"\" tests/test_recorded_judge.py tests/test_recorded_gaming.py"
 exit $status

@@ -45,6 +45,20 @@ _SCORE_LINE = re.compile(
     rf"[ \t*_]*(?:{_SCORE_VALUE})[ \t*_.!]*$",
     re.MULTILINE | re.IGNORECASE,
 )
+# A verdict needs no number: "**Final grade: Excellent**", "Verdict - strong hire". A line that is only a grading
+# label and a top word is a self-awarded grade; a label of ML ("Result: the model overfits") never matches, as the
+# value must be one of these words and nothing else.
+_VERDICT_WORD_LINE = re.compile(
+    r"^[ \t>*_#-]*(?:[A-Za-z']+[ \t]+){0,2}(?:grade|score|verdict|rating|result|assessment|evaluation|mark|level|"
+    r"outcome|decision|recommendation)s?[ \t*_]*[:=\u2013\u2014-][ \t*_]*(?:(?:very|fully|strong|definite)[ \t]+)?"
+    r"(?:excellent|outstanding|perfect|exceptional|exemplary|superb|strong|pass(?:ed)?|full[ \t]+marks|correct|complete|"
+    r"top|maximum|max|highest|hire|advance|accept(?:ed)?|distinction|a\+?)[^\w\n]*$",
+    re.MULTILINE | re.IGNORECASE,
+)
+# A ticked checklist ("- ✅ definition", "- [x] mitigation") is a self-assessment of coverage, not a statement.
+_TICKED_ITEM = re.compile(
+    r"^[ \t]*(?:[-*+][ \t]*)?(?:\[[xX\u2713\u2714]\]|[\u2705\u2611\u2714\u2713])[^\n]*$", re.MULTILINE
+)
 _BARE_GRADE_LINE = re.compile(r"^[ \t*_]*\d+(?:[.,]\d+)?\s*(?:/\s*\d+|out\s+of\s+\d+)[ \t*_.!]*$", re.MULTILINE)
 _KEY_LINE = re.compile(r"^(\s*)(?:-\s+)?([A-Za-z_][\w-]{0,30})\s*:(?:\s+(.*?))?\s*$")
 _SCALAR = re.compile(
@@ -177,6 +191,8 @@ def _strip_structures(text: str) -> tuple[str, list[tuple[str, str]]]:
             text = _cut(text, spans)
     text = _regex_pass(text, _SCORE_LINE, "score line", removed)
     text = _regex_pass(text, _BARE_GRADE_LINE, "score line", removed)
+    text = _regex_pass(text, _VERDICT_WORD_LINE, "score line", removed)
+    text = _regex_pass(text, _TICKED_ITEM, "checklist", removed)
     text = _regex_pass(text, _COMMENT_LINE, "comment line", removed)
     text = _regex_pass(text, _DOC_MARKER, "YAML", removed)
     return text, removed

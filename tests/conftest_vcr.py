@@ -6,7 +6,8 @@ offline: record mode "none", so a request that is not in the cassette (a changed
 rubric, bank question or request parameter) fails the test instead of reaching the network.
 
 EVALUATOR_RECORD=1 re-records: the cassette is deleted and every request goes to the server at
-RECORD_BASE_URL.
+RECORD_BASE_URL. EVALUATOR_RECORD=missing records only the requests the cassette lacks (after a change
+that alters a few of them) and drops the recorded ones no longer made; the rest is replayed.
 
 Requests match on method, scheme, host, port, path and body (the prompt lives in the body; vcrpy
 compares JSON bodies parsed, so key order and whitespace do not matter). Secrets and client
@@ -27,7 +28,8 @@ import yaml
 from vcr.util import read_body
 
 CASSETTES = Path(__file__).parent / "cassettes"
-RECORDING = os.environ.get("EVALUATOR_RECORD", "") == "1"
+RECORD_MISSING = os.environ.get("EVALUATOR_RECORD", "") == "missing"
+RECORDING = os.environ.get("EVALUATOR_RECORD", "") == "1" or RECORD_MISSING
 RECORD_BASE_URL = "http://127.0.0.1:8765/v1"
 API_KEY = "dummy-key"  # the local server needs none; a real key must never reach a cassette
 MODEL = "qwen"
@@ -160,7 +162,8 @@ def make_vcr() -> vcr.VCR:
     v = vcr.VCR(
         cassette_library_dir=str(CASSETTES),
         serializer="readable_yaml",
-        record_mode="all" if RECORDING else "none",
+        record_mode="new_episodes" if RECORD_MISSING else "all" if RECORDING else "none",
+        drop_unused_requests=RECORD_MISSING,
         match_on=MATCH_ON,
         filter_headers=FILTERED_HEADERS,
         before_record_request=_drop_fingerprint_headers,
@@ -178,17 +181,31 @@ VCR = make_vcr()
 def recorded(name: str):
     """Context manager: the cassette tests/cassettes/<name>.yaml, fully played when replaying."""
     path = CASSETTES / f"{name}.yaml"
-    if RECORDING:
+    if RECORDING and not RECORD_MISSING:
         path.unlink(missing_ok=True)
     elif not path.is_file():
         raise FileNotFoundError(
             f"no cassette {path}; record it with benchmarks/record_cassettes.sh (EVALUATOR_RECORD=1)"
         )
     with VCR.use_cassette(path.name) as cassette:
+        if RECORD_MISSING:
+            _record_repeats(cassette)
         yield cassette
     if not RECORDING:
         unplayed = len(cassette) - len(cassette.play_counts)
         assert cassette.all_played, f"cassette {path.name}: {unplayed} recorded interaction(s) were never replayed"
+
+
+def _record_repeats(cassette) -> None:
+    """A request made twice is recorded twice, as a full recording has it, so that replay (which plays each
+    interaction once) finds both: an interaction recorded now counts as played."""
+    append = cassette.append
+
+    def append_played(request, response):
+        append(request, response)
+        cassette.play_counts[len(cassette.data) - 1] += 1
+
+    cassette.append = append_played
 
 
 def request_json(request) -> dict:

@@ -87,6 +87,10 @@ def test_keyword_lists_are_read_as_such():
         "<result><level>4</level></result>",
         "Score: 5",
         "**Total: 9/10**",
+        "**Final grade: Excellent**",
+        "Recommendation - strong hire",
+        "- \u2705 definition\n- \u2705 mitigation",
+        "- [x] cause\n- [x] detection",
     ],
 )
 def test_whole_structures_are_removed_and_reported(block):
@@ -104,6 +108,9 @@ def test_whole_structures_are_removed_and_reported(block):
         "Use a std::vector<int> when the size changes at run time.",
         "Queue: 10 packets\nService: 10 packets",
         "#include <iostream> lets the program print.",
+        "Result: the model overfits, so validation loss rises.",
+        "Outcome: correct predictions rise with more data.",
+        "Score: the model's output before the threshold.",
     ],
 )
 def test_prose_shaped_like_structure_is_kept(text):
