@@ -14,8 +14,10 @@ from .models import Question, Similarity
 # A sentence whose cosine to the question, every reference and every key point is below this is about something
 # else (the candidate, the grader, the weather). Measured for MiniLM only, on the gaming corpus's tuning styles
 # against the bank exemplars and the Mohler and SAF answers; with any other embedder the step is off, since a
-# cosine threshold does not carry over from one embedding model to another.
-OFF_TOPIC_BELOW = {"sentence-transformers/all-MiniLM-L6-v2": 0.25}
+# cosine threshold does not carry over from one embedding model to another. Raised from 0.25 in session 10: on the
+# anchored score, generic sentences in ML words ("I have used it in several projects", "This is a key concept in
+# machine learning", cosine 0.27-0.29) lifted weak answers by up to 34 points.
+OFF_TOPIC_BELOW = {"sentence-transformers/all-MiniLM-L6-v2": 0.30}
 
 
 def similarity_figures(embedder: CachedEmbedder, q: Question, answer: str) -> Similarity:
