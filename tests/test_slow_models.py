@@ -40,7 +40,8 @@ def test_embedded_judge_scores_offline(resources):
     assert v.rationale.startswith(f"Score {v.score:g} of 10."), "the rationale is assembled from the reads"
     calls = v.usage.calls
     again = ev.score(les, q, answer)  # from the cache: identical
-    assert again == v and calls == 1 + len(q.key_points) + len(q.red_flags)
+    # One read per key idea, point and red flag; read twice when a sentence is set aside as off the subject.
+    assert again == v and calls == (1 + len(q.key_points) + len(q.red_flags)) * (2 if v.set_aside else 1)
 
 
 def test_embedded_reads_do_not_depend_on_what_was_read_before(resources):
