@@ -11,7 +11,8 @@
 #
 # Starts `python -m llama_cpp.server` on 127.0.0.1:8765 with the bundled GGUF (or $EVALUATOR_RECORD_MODEL),
 # waits until it answers, runs the tests with EVALUATOR_RECORD=1 (each cassette is deleted and
-# recorded again; RECORD=missing: kept, and only what it lacks is recorded), and always stops the server on exit. Review `git diff tests/cassettes/` afterwards.
+# recorded again; RECORD=missing: kept, and only what it lacks is recorded), and always stops the server on
+# exit. Review `git diff tests/cassettes/` afterwards.
 #
 # Server settings that matter for the recordings:
 #   --n_batch 1 --n_ubatch 1  every token is evaluated on its own, so a prompt's logprobs are

@@ -29,7 +29,7 @@ from vcr.util import read_body
 
 CASSETTES = Path(__file__).parent / "cassettes"
 RECORD_MISSING = os.environ.get("EVALUATOR_RECORD", "") == "missing"
-RECORDING = os.environ.get("EVALUATOR_RECORD", "") == "1" or RECORD_MISSING
+RECORDING = os.environ.get("EVALUATOR_RECORD", "") in ("1", "missing")
 RECORD_BASE_URL = "http://127.0.0.1:8765/v1"
 API_KEY = "dummy-key"  # the local server needs none; a real key must never reach a cassette
 MODEL = "qwen"
