@@ -34,7 +34,7 @@ import yaml
 from scipy.optimize import curve_fit
 from scipy.stats import pearsonr, spearmanr
 from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import Ridge
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupKFold
 
@@ -42,16 +42,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evaluator import build_evaluator  # noqa: E402
+from evaluator.arithmetic import apply_red_flags  # noqa: E402
+from evaluator.embeddings import get_embedder  # noqa: E402
 from evaluator.grade_model import (  # noqa: E402
     FEATURES,
     MODEL_FILE,
     Anchors,
     anchored_coverage,
     features_of,
+    point_positions,
     unfitted_fraction,
 )
-from evaluator.key_points import asked_count, derive_key_points  # noqa: E402
-from evaluator.models import EvalSet, Question, Verdict  # noqa: E402
+from evaluator.key_points import asked_count, derive_key_points, key_points_of  # noqa: E402
+from evaluator.models import EvalSet, Question, RedFlag, Verdict  # noqa: E402
+from evaluator.red_flags import WEIGHTS, ClaimFeatures, acts, claim_features, nearest_points  # noqa: E402
 from evaluator.resources import LoadedEvalSet  # noqa: E402
 from evaluator.screen import screen  # noqa: E402
 from evaluator.similarity import off_topic_spans  # noqa: E402
@@ -479,8 +483,8 @@ def report(write_model: bool) -> int:
                 f" mean predicted {pred[m].mean():.2f}"
             )
     criterion_report()
-    band_line = exemplar_report(IDENTITY, DEFAULT_FEATURES)
     red = redflag_report()
+    band_line = exemplar_report(IDENTITY, DEFAULT_FEATURES, red)
     if write_model:
         write(cv, len(saf), len(moh), red)
     d, m = cv["saf>=5w"], cv["mohler"]
@@ -591,7 +595,9 @@ def _distinct(pred: np.ndarray) -> int:
 def map_table(x: np.ndarray, y: np.ndarray, groups: np.ndarray, keep: dict, recs: list[dict]) -> tuple:
     """The default's scale: the anchored coverage as it is (shipped), against the monotone maps fitted onto the
     Mohler and SAF grades (same folds). Returns the default's figures and its scores."""
-    print("\nscale of the anchored coverage: as it is, or mapped onto Mohler+SAF grades (ex: exemplars)")
+    print(
+        "\nscale of the anchored coverage: as it is, or mapped onto Mohler+SAF grades (ex: exemplars, before red flags)"
+    )
     head = f"{'map':22} {'SAF>=5w r':>9} {'rho':>6} {'AUC C/P':>7} {'Mohler r':>8} {'RMSE':>5}"
     print(head + f" {'SAF distinct':>12} {'ex distinct':>11} {'ex weak/partial/strong in band':>31} {'ordered':>7}")
     shipped = np.array([_or_unfitted(v, r) for v, r in zip(x[:, 0], recs, strict=True)])
@@ -677,9 +683,10 @@ def criterion_report() -> None:
         print(f"  {label:28} {spearmanr(x, band)[0]:.3f} / {auc:.3f}")
 
 
-def exemplar_figures(params: dict, features: tuple[str, ...]) -> dict | None:
-    """The ML bank exemplars scored 0-100 by a fitted model: per band the scores and whether each lies in its band's
-    range, the worst band's in-band share, on how many questions strong > partial > weak, and distinct scores."""
+def exemplar_figures(params: dict, features: tuple[str, ...], gate: dict | None = None) -> dict | None:
+    """The ML bank exemplars scored 0-100 by a fitted model and, as the grader does, the red flags that `gate` lets
+    act: per band the scores and whether each lies in its band's range, the worst band's in-band share, on how many
+    questions strong > partial > weak, distinct scores, and how many answers a red flag acted on."""
     ex = [r for r in load("exemplars") if r["status"] == "scored" and r.get("row")]
     if not ex:
         return None
@@ -687,7 +694,11 @@ def exemplar_figures(params: dict, features: tuple[str, ...]) -> dict | None:
     pred = predict(params, x)
     if params.get("require"):  # as the grader: without the question's anchors, the unfitted formula
         pred = np.where(np.isnan(x).any(axis=1), [_or_unfitted(math.nan, r) for r in ex], pred)
-    pred = 100 * pred
+    hits = [red_flag_hits(r, gate) if gate else [] for r in ex]
+    pred = 100 * np.array([apply_red_flags(float(p), h) for p, h in zip(pred, hits, strict=True)])
+    flagged: dict[str, int] = {}
+    for r, h in zip(ex, hits, strict=True):
+        flagged[r["band"]] = flagged.get(r["band"], 0) + bool(h)
     by_band: dict[str, list[tuple[float, bool]]] = {}
     per_q: dict[str, dict[str, float]] = {}
     for r, p in zip(ex, pred, strict=True):
@@ -701,11 +712,12 @@ def exemplar_figures(params: dict, features: tuple[str, ...]) -> dict | None:
         "ordered": sum(v["strong"] > v["partial"] > v["weak"] for v in full),
         "questions": len(full),
         "distinct": _distinct(pred / 100),
+        "flagged": flagged,
     }
 
 
-def exemplar_report(params: dict, features: tuple[str, ...]) -> str:
-    ex = exemplar_figures(params, features)
+def exemplar_report(params: dict, features: tuple[str, ...], gate: dict | None = None) -> str:
+    ex = exemplar_figures(params, features, gate)
     if ex is None:
         print("\nexemplars: no stored reads (run --collect exemplars)")
         return "n/a"
@@ -713,43 +725,105 @@ def exemplar_report(params: dict, features: tuple[str, ...]) -> str:
     for band in ("strong", "partial", "weak"):
         got = ex["by_band"].get(band, [])
         hits, vals = [h for _p, h in got], [p for p, _h in got]
-        print(f"  {band:8} n={len(got):3} in band {100 * np.mean(hits):5.1f}%  mean score {np.mean(vals):5.1f}")
+        print(
+            f"  {band:8} n={len(got):3} in band {100 * np.mean(hits):5.1f}%  mean score {np.mean(vals):5.1f}"
+            f"  red flag acted on {ex['flagged'].get(band, 0)}"
+        )
     print(f"  strong > partial > weak on {ex['ordered']} of {ex['questions']} questions")
     print(f"  {ex['distinct']} distinct scores (0.1 point) for {sum(len(g) for g in ex['by_band'].values())} exemplars")
     return f"{ex['worst']:.0f}% (lowest band), ordered {ex['ordered']}/{ex['questions']}"
 
 
+@functools.cache
+def _bank() -> dict[str, Question]:
+    return {
+        q.id: q for q in build_evaluator(use_cache=False).resources.load_eval_set("ml-screening").eval_set.questions
+    }
+
+
+def claim_rows(r: dict) -> list[tuple[str, ClaimFeatures, float | None]]:
+    """Per red flag read on a stored answer, as the grader sees it (key_point_verdict.claim_flags): its id, its
+    features, and the anchored reading of the key point its claim contradicts (None without anchors)."""
+    q, claims, sims = _bank()[r["qid"]], r.get("claims") or {}, r.get("claim_similarity") or {}
+    ids = list(claims)
+    feats = claim_features([claims[i] for i in ids], [sims.get(i, 0.0) for i in ids])
+    defs = {f.id: f for f in q.red_flags}
+    near = nearest_points(get_embedder(), [defs[i].claim or defs[i].description for i in ids], key_points_of(q))
+    positions = point_positions(r["points"], _anchors().get(r["qid"]))
+    return [(i, f, positions[k] if positions and k >= 0 else None) for i, f, k in zip(ids, feats, near, strict=True)]
+
+
+@functools.cache
+def _anchors() -> dict[str, Anchors]:
+    return {a["qid"]: Anchors(**a["anchors"]) for a in load("anchors") if a["anchors"]}
+
+
+def red_flag_hits(r: dict, gate: dict) -> list[RedFlag]:
+    """The red flags that act on a stored answer's score under `gate`, as the grader applies them."""
+    defs = {f.id: f for f in _bank()[r["qid"]].red_flags}
+    return [defs[i] for i, f, pos in claim_rows(r) if gate and acts(gate, f, pos)]
+
+
+# The guard levels tried: a flag does not act when the key point its claim contradicts reads at least this far from
+# an empty reply toward the reference (None: no guard).
+STATED_POINT = (None, 0.7, 0.8, 0.9, 1.0)
+
+
 def redflag_report() -> dict:
+    """The red-flag detector, measured and chosen on the red-flag set (question-grouped CV): the claim read alone
+    against the logistic combination of red_flags.claim_features; then the threshold and the stated-point guard.
+    A flag that caps or penalises a score must not be wrong: the threshold is the lowest from which no clean pair of
+    the set fires at it or any higher threshold, and the guard the one that then keeps the most recall."""
     recs = [r for r in load("redflags") if r["status"] == "scored"]
     if not recs:
         print("\nred flags: no stored reads (run --collect redflags)")
         return {}
-    labels, probs = [], []
-    for r in recs:
-        for fid, p in (r.get("claims") or {}).items():
-            labels.append(r["shows"] == fid)
-            probs.append(p)
-    labels, probs = np.array(labels), np.array(probs)
-    # Claims below 0.25 are not stored in a verdict: treat them as 0 (they are below every threshold tried).
-    auc = float(roc_auc_score(labels, probs))
-    # A flag that caps or penalises a score must rarely be wrong: the threshold is the lowest at which at least
-    # 70% of the flags fired are real (precision), and the detector acts only with AUC >= 0.75 and such a threshold.
-    grid = [(round(float(t), 2), _prf(labels, probs >= t)) for t in np.arange(0.3, 0.96, 0.05)]
-    precise = [(t, prf) for t, prf in grid if prf[0] >= 0.7 and prf[1] > 0]
-    t, (prec, rec, f1) = precise[0] if precise else max(grid, key=lambda g: g[1][2])
-    effective = bool(auc >= 0.75 and precise)
+    rows = [(r, fid, f, pos) for r in recs for fid, f, pos in claim_rows(r)]
+    labels = np.array([r["shows"] == fid for r, fid, _f, _p in rows])
+    x = np.array([f.vector() for _r, _fid, f, _p in rows])
+    groups = np.array([r["qid"] for r, *_ in rows])
+    positions = np.array([np.nan if p is None else p for *_, p in rows])
+    cv = np.zeros(len(rows))
+    for train, test in GroupKFold(5).split(x, labels, groups):
+        cv[test] = LogisticRegression(C=10.0).fit(x[train], labels[train]).predict_proba(x[test])[:, 1]
+    auc_read, auc = float(roc_auc_score(labels, x[:, 0])), float(roc_auc_score(labels, cv))
+    grid = np.round(np.arange(0.3, 0.96, 0.05), 2)
+    best = None
+    for bar in STATED_POINT:
+        free = np.ones(len(rows), bool) if bar is None else ~(positions >= bar)
+        for t in grid:
+            fired = [(cv >= u) & free for u in grid if u >= t]
+            if any((f & ~labels).any() for f in fired) or not (fired[0] & labels).any():
+                continue
+            recall = float((fired[0] & labels).sum() / labels.sum())
+            if best is None or recall > best[2]:
+                best = (bar, float(t), recall)
+            break
     print(f"\nred-flag set: {len(recs)} answers, {int(labels.sum())} flagged pairs of {len(labels)}")
+    print(f"  claim read alone: AUC {auc_read:.3f} (in sample)")
+    print(f"  detector (claim read, similarity, each against the answer's other claims): CV AUC {auc:.3f}")
+    for t in (0.5, 0.55, 0.6, 0.7):
+        prec, rec, _f1 = _prf(labels, cv >= t)
+        print(f"    at {t:.2f} without the guard: precision {prec:.2f} recall {rec:.2f}")
+    if best is None:
+        print("  no threshold fires without a false flag: shown as possible only")
+        return {"auc": round(auc, 4), "threshold": 1.0, "effective": False}
+    bar, t, recall = best
+    free = np.ones(len(rows), bool) if bar is None else ~(positions >= bar)
+    prec, rec, _f1 = _prf(labels, (cv >= t) & free)
+    effective = auc >= 0.75
     print(
-        f"  claim-read AUC {auc:.3f}; threshold {t:.2f}: precision {prec:.2f} recall {rec:.2f} F1 {f1:.2f}; "
-        f"{'acts on scores' if effective else 'shown as possible only (needs AUC >= 0.75 and precision >= 0.7)'}"
+        f"  threshold {t:.2f}, guard {bar}: precision {prec:.2f} recall {rec:.2f} (CV); "
+        f"{'acts on scores' if effective else 'shown as possible only (needs AUC >= 0.75)'}"
     )
-    return {
-        "auc": round(auc, 4),
-        "threshold": t,
-        "precision": round(prec, 3),
-        "recall": round(rec, 3),
-        "effective": effective,
-    }
+    final = LogisticRegression(C=10.0).fit(x, labels)
+    weights = dict(zip(WEIGHTS, (round(float(w), 4) for w in final.coef_[0]), strict=True))
+    return (
+        {"auc": round(auc, 4), "threshold": t, "precision": round(prec, 3), "recall": round(rec, 3)}
+        | {"effective": effective, "b": round(float(final.intercept_[0]), 4)}
+        | weights
+        | ({"stated_point": bar} if bar is not None else {})
+    )
 
 
 def _prf(labels: np.ndarray, hit: np.ndarray) -> tuple[float, float, float]:

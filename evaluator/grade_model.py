@@ -158,8 +158,9 @@ class GradeModel(BaseModel):
     fitted_for: dict[str, str]  # the readings it applies to: judge backend, model, read version, prompt set
     trained_on: dict[str, int]  # answers per data set
     cv: dict[str, dict[str, float]]  # out-of-sample figures (question-grouped CV) it was chosen on
-    # The red-flag detector measured on the red-flag set: auc, threshold, effective (auc >= 0.75), and the logistic
-    # weights (w_p, w_sim, b) when combining the claim read with sentence similarity measured better.
+    # The red-flag detector measured on the red-flag set (red_flags.py): auc, threshold, effective (auc >= 0.75), the
+    # logistic weights (w_p, w_dp, w_sim, w_dsim, b) and stated_point, the anchored reading of the contradicted key
+    # point from which a flag does not act.
     red_flags: dict[str, float | bool] = {}
     # Features the model cannot do without (no imputation): when one is missing, for example the question's anchors
     # could not be read, the verdict falls back to the unfitted formula.

@@ -6,8 +6,6 @@ so it cannot contradict the score or misquote the answer.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .arithmetic import apply_red_flags, to_scale
@@ -36,6 +34,7 @@ from .models import (
     Verdict,
 )
 from .reading import Reading, fail_and_disagreement_flags, stored_features
+from .red_flags import acts, claim_features, detector_score, nearest_points, point_stated
 
 
 def key_point_verdict(r: Reading, embedder: Embedder, model: GradeModel | None, anchors: Anchors | None) -> Verdict:
@@ -61,11 +60,12 @@ def key_point_verdict(r: Reading, embedder: Embedder, model: GradeModel | None, 
         result.keyidea.probabilities if result.keyidea else None, result.points, anchors, required, bool(evidence)
     )
     sd = model.fraction_sd(row, variances) if model else unfitted_fraction_sd(variances)
-    red, hits = claim_flags(q, r, embedder, gate)
-    fraction = apply_red_flags(fraction, hits)
+    positions = point_positions(result.points, anchors)
+    red, hits = claim_flags(q, r, embedder, gate, positions)
+    before, fraction = fraction, apply_red_flags(fraction, hits)
+    r.flags += red_flag_review(hits, before, fraction)
     fraction, listed_note = r.keyword_list_cap(fraction)
     quotes = supported_quotes(r, len(points))
-    positions = point_positions(result.points, anchors)
     kps = key_point_results(points, result.points, evidence, quotes, positions)
     raw = to_scale(fraction, r.rubric)
     k = result.keyidea
@@ -93,6 +93,20 @@ def key_point_verdict(r: Reading, embedder: Embedder, model: GradeModel | None, 
         + listed_note
         + unfitted_note(r, model),
     )
+
+
+# A red flag that takes this much of the scale off an answer is checked by a person: on the bank exemplars the
+# detector's hits on weak answers were right (their scores sit below the caps anyway), and the few on partial and
+# strong ones were mostly not (a claim worded as the negation of what the answer says: benchmarks/quality.py).
+RED_FLAG_REVIEW_DROP = 0.10
+
+
+def red_flag_review(hits: list[RedFlag], before: float, after: float) -> list[ReviewFlag]:
+    """A review flag when acting red flags lowered the fraction by RED_FLAG_REVIEW_DROP or more."""
+    if not hits or before - after < RED_FLAG_REVIEW_DROP:
+        return []
+    why = f"red flag {', '.join(h.id for h in hits)} lowered the score from {100 * before:.0f}% to {100 * after:.0f}%"
+    return [ReviewFlag(code="red_flag_applied", reason=why + ": check that the answer makes the claim")]
 
 
 def supported_quotes(r: Reading, n: int) -> list[str | None]:
@@ -148,37 +162,46 @@ def key_point_results(
 
 
 def claim_flags(
-    q: Question, r: Reading, embedder: Embedder, model: GradeModel | None
+    q: Question, r: Reading, embedder: Embedder, model: GradeModel | None, positions: list[float] | None = None
 ) -> tuple[list[RedFlagResult], list[RedFlag]]:
     """Red flags read as their false claims: the judge's probability that the answer makes the claim, and the
-    cosine of the answer's closest sentence to it. They act on the score only where the detector was measured
-    to work on the red-flag set (AUC >= 0.75, threshold chosen there); otherwise they are shown as 'possible'
-    with their probability and change nothing. Every flag read is listed."""
+    cosine of the answer's closest sentence to it, each also against the answer's other claims (red_flags.py). They
+    act on the score only where the detector was measured to work on the red-flag set (AUC >= 0.75, threshold
+    chosen there) and the key point the claim contradicts is not stated (`positions`: the points' anchored
+    readings); otherwise they are shown as 'possible' with their probability and change nothing. Every flag read
+    is listed."""
     defs = {f.id: f for f in q.red_flags}
     ids = [fid for fid in r.result.red_flags if fid in defs]
-    near = best_sentences(embedder, [defs[i].claim or defs[i].description for i in ids], r.text)
+    claims = [defs[i].claim or defs[i].description for i in ids]
+    near = best_sentences(embedder, claims, r.text)
+    probs = [r.result.red_flags[fid].probability or 0.0 for fid in ids]
+    feats = claim_features(probs, [e.similarity for e in near])
     gate = model.red_flags if model else {}
+    points = key_points_of(q)
+    opposite = nearest_points(embedder, claims, points) if gate.get("stated_point") is not None else [-1] * len(ids)
     red, hits = [], []
-    for fid, e in zip(ids, near, strict=True):
-        f, p = defs[fid], r.result.red_flags[fid].probability or 0.0
-        hit = bool(gate.get("effective")) and red_flag_detector(gate, p, e.similarity) >= float(gate["threshold"])
+    for fid, e, f, k in zip(ids, near, feats, opposite, strict=True):
+        flag = defs[fid]
+        position = positions[k] if positions and k >= 0 else None
+        hit = acts(gate, f, position)
         if hit:
-            hits.append(f)
+            hits.append(flag)
+        # Named only where the guard withheld a flag that would have acted.
+        withheld = not hit and k >= 0 and point_stated(gate, position) and acts(gate, f, None)
+        stated = points[k] if withheld else ""
         red.append(
             RedFlagResult(
-                id=fid, hit=hit, effect=f.effect, value=f.value, probability=round(p, 4), similarity=e.similarity
+                id=fid,
+                hit=hit,
+                effect=flag.effect,
+                value=flag.value,
+                probability=round(f.p, 4),
+                similarity=e.similarity,
+                detector=round(detector_score(gate, f), 4) if gate.get("effective") else None,
+                stated_point=stated,
             )
         )
     return red, hits
-
-
-def red_flag_detector(gate: dict, probability: float, similarity: float) -> float:
-    """The detector's score: a logistic combination of the claim read and the claim's closest sentence when the
-    red-flag set fitted one (weights w_p, w_sim, b), else the judge's probability alone."""
-    if "w_p" not in gate:
-        return probability
-    z = float(gate["w_p"]) * probability + float(gate["w_sim"]) * similarity + float(gate["b"])
-    return 1.0 / (1.0 + math.exp(-z))
 
 
 def derived_criteria(rubric: Rubric, row: dict[str, float], fraction: float) -> list[CriterionResult]:
@@ -241,9 +264,14 @@ def assembled_rationale(
         else:
             parts.append(f"Not needed: {listed}.")
     for f in red:
-        if not f.hit and (f.probability or 0) < 0.5:
+        if not f.hit and not f.stated_point and (f.probability or 0) < 0.5:
             continue
-        effect = f"applied ({f.effect.value})" if f.hit else "possible, no effect on the score"
+        if f.hit:
+            effect = f"applied ({f.effect.value})"
+        elif f.stated_point:
+            effect = f"possible, no effect on the score: the answer states the point it contradicts ({f.stated_point})"
+        else:
+            effect = "possible, no effect on the score"
         parts.append(f"Red flag {f.id}: p={f.probability:.2f}, {effect}.")
     if not np.isnan(row["keyidea"]):
         parts.append(f"Key-idea reading {5 * row['keyidea']:.1f} of 5.")

@@ -310,6 +310,12 @@ class RedFlagResult(BaseModel):
     value: float
     probability: float | None = None
     similarity: float | None = Field(default=None, description="Cosine of the closest answer sentence to the claim.")
+    detector: float | None = Field(
+        default=None, description="The detector's score, compared with the measured threshold (None: no detector)."
+    )
+    stated_point: str = Field(
+        default="", description="The key point the claim contradicts, when the answer states it: the flag does not act."
+    )
     evidence: str = ""
     evidence_supported: bool | None = None
 
