@@ -761,7 +761,7 @@ def _anchors() -> dict[str, Anchors]:
 def red_flag_hits(r: dict, gate: dict) -> list[RedFlag]:
     """The red flags that act on a stored answer's score under `gate`, as the grader applies them."""
     defs = {f.id: f for f in _bank()[r["qid"]].red_flags}
-    return [defs[i] for i, f, pos in claim_rows(r) if gate and acts(gate, f, pos)]
+    return [defs[i] for i, f, pos in claim_rows(r) if acts(gate, f, pos)]
 
 
 # The guard levels tried: a flag does not act when the key point its claim contradicts reads at least this far from
@@ -790,7 +790,7 @@ def redflag_report() -> dict:
     grid = np.round(np.arange(0.3, 0.96, 0.05), 2)
     best = None
     for bar in STATED_POINT:
-        free = np.ones(len(rows), bool) if bar is None else ~(positions >= bar)
+        free = unguarded(positions, bar)
         for t in grid:
             fired = [(cv >= u) & free for u in grid if u >= t]
             if any((f & ~labels).any() for f in fired) or not (fired[0] & labels).any():
@@ -809,7 +809,7 @@ def redflag_report() -> dict:
         print("  no threshold fires without a false flag: shown as possible only")
         return {"auc": round(auc, 4), "threshold": 1.0, "effective": False}
     bar, t, recall = best
-    free = np.ones(len(rows), bool) if bar is None else ~(positions >= bar)
+    free = unguarded(positions, bar)
     prec, rec, _f1 = _prf(labels, (cv >= t) & free)
     effective = auc >= 0.75
     print(
@@ -824,6 +824,11 @@ def redflag_report() -> dict:
         | weights
         | ({"stated_point": bar} if bar is not None else {})
     )
+
+
+def unguarded(positions: np.ndarray, bar: float | None) -> np.ndarray:
+    """The pairs the stated-point guard at `bar` lets act: those whose contradicted key point reads below it."""
+    return np.ones(len(positions), bool) if bar is None else ~(positions >= bar)
 
 
 def _prf(labels: np.ndarray, hit: np.ndarray) -> tuple[float, float, float]:

@@ -4,7 +4,7 @@ answer's closest sentence to it, and whether the flag may then act on the score.
 The small judge reads every claim of a question higher on some answers than on others (vocabulary lifts them all),
 so a claim read means most next to the same answer's reads of the question's other claims: the detector adds each
 read's excess over their mean, and the same for sentence similarity. Measured on the red-flag set (question-grouped
-CV, benchmarks/quality.py): AUC 0.86 with the excesses, 0.73 for the claim read alone.
+CV, benchmarks/quality.py): AUC 0.89 with the excesses, 0.79 for the claim read alone.
 
 A red flag's claim is the false version of one of the question's key points ("precision is TP / (TP + FN)"). When the
 answer states that key point about as well as the reference does, the judge's read of the point is the better of the
