@@ -84,6 +84,17 @@ def test_every_bank_question_is_complete(resources):
         assert q.level.value in {"junior", "mid", "senior"}
 
 
+def test_key_point_contrasts_match_the_bank(resources):
+    """benchmarks/contrast_reads.py pairs each key point with a false statement by position: a bank edit that adds,
+    drops or reorders key points must be carried into the contrasts file."""
+    contrasts = yaml.safe_load((ROOT / "benchmarks" / "data" / "key_point_contrasts.yaml").read_text(encoding="utf-8"))
+    es = resources.load_eval_set("ml-screening").eval_set
+    assert sorted(contrasts) == sorted(q.id for q in es.questions)
+    for q in es.questions:
+        assert len(contrasts[q.id]) == len(q.key_points), q.id
+        assert not set(contrasts[q.id]) & set(q.key_points), q.id
+
+
 def test_bank_text_is_not_copied_from_the_seeds():
     stored = stored_seeds()
     n, seed_runs = stored["run_words"], set(stored["run_hashes"])
