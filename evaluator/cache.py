@@ -7,6 +7,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,28 @@ def cache_key(parts: dict) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+SET_UP_WAIT = 30.0  # seconds: as long as a write waits for another writer
+
+
+def _set_up(connect: Callable[[], sqlite3.Connection], create_table: str) -> None:
+    """WAL journal and the table, for a file that other processes or threads may be opening at the same moment.
+    Switching a new file to WAL takes a lock that SQLite's busy timeout does not wait for (one of six threads
+    opening a new cache together failed with "database is locked"), so that step is retried here; once the
+    file is in WAL mode it is not switched again."""
+    deadline = time.monotonic() + SET_UP_WAIT
+    while True:
+        try:
+            with connect() as c:
+                if str(c.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                    c.execute("PRAGMA journal_mode=WAL")
+                c.execute(create_table)
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class VerdictCache:
     """Safe for concurrent writers: WAL journal, a busy timeout, one short transaction per write."""
 
@@ -24,11 +47,10 @@ class VerdictCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        with self._conn() as c:
-            c.execute("PRAGMA journal_mode=WAL")
-            c.execute(
-                "CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, verdict TEXT NOT NULL, created REAL NOT NULL)"
-            )
+        _set_up(
+            self._conn,
+            "CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, verdict TEXT NOT NULL, created REAL NOT NULL)",
+        )
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -63,11 +85,10 @@ class VectorCache:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with sqlite3.connect(self.path, timeout=30.0) as c:
-            c.execute("PRAGMA journal_mode=WAL")
-            c.execute(
-                "CREATE TABLE IF NOT EXISTS vectors (model TEXT, key TEXT, vec BLOB NOT NULL, PRIMARY KEY (model, key))"
-            )
+        _set_up(
+            lambda: sqlite3.connect(self.path, timeout=30.0),
+            "CREATE TABLE IF NOT EXISTS vectors (model TEXT, key TEXT, vec BLOB NOT NULL, PRIMARY KEY (model, key))",
+        )
 
     @staticmethod
     def key(text: str) -> str:

@@ -365,6 +365,7 @@ def _run_until_some_rows(tmp_path: Path, sig: int, embedder: str, rows: int = 30
     out = tmp_path / "out"
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
+    env["PYTHONFAULTHANDLER"] = "1"  # a process that hangs after the signal is aborted with every thread's stack
     with serve(latency=0.05) as url:
         cmd = [sys.executable, "-m", "evaluator", "grade", str(src), "--out", str(out), "--judge", "openai",
                "--base-url", url, "--model", "m", "--embedder", embedder, "--concurrency", "4"]  # fmt: skip
@@ -383,7 +384,14 @@ def _run_until_some_rows(tmp_path: Path, sig: int, embedder: str, rows: int = 30
                     break
                 time.sleep(0.05)
             proc.send_signal(sig)
-            _, err = proc.communicate(timeout=60)
+            try:
+                _, err = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGABRT)
+                _, stacks = proc.communicate(timeout=30)
+                raise AssertionError(
+                    f"still running 60 s after {signal.Signals(sig).name}; its threads:\n{stacks[-6000:]}"
+                ) from None
         finally:
             if proc.poll() is None:
                 proc.kill()

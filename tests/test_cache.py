@@ -55,14 +55,17 @@ def test_key_changes_with_rubric_prompt_answer_and_model(tmp_path, resources):
 
 
 def test_concurrent_writers(tmp_path):
-    path = tmp_path / "c.sqlite3"
+    # Twenty new files, six threads opening each at once: switching a new file to WAL once failed one opener in
+    # about sixteen with "database is locked" (the busy timeout does not cover that lock).
+    for trial in range(20):
+        path = tmp_path / f"c{trial}.sqlite3"
 
-    def writer(n):
-        c = VerdictCache(path)
-        for i in range(50):
-            c.put(f"{n}-{i}", "{}")
+        def writer(n, path=path):
+            c = VerdictCache(path)
+            for i in range(50):
+                c.put(f"{n}-{i}", "{}")
 
-    assert not errors_in_threads(writer, 6) and len(VerdictCache(path)) == 300
+        assert not errors_in_threads(writer, 6) and len(VerdictCache(path)) == 300
 
 
 def test_reference_vectors_persist_across_processes(tmp_path, monkeypatch):
