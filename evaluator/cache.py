@@ -18,7 +18,8 @@ def cache_key(parts: dict) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-SET_UP_WAIT = 30.0  # seconds: as long as a write waits for another writer
+# Seconds a connection waits for another writer (and the WAL switch of a new file is retried): one figure for all.
+BUSY_WAIT = 30.0
 
 
 def _set_up(connect: Callable[[], sqlite3.Connection], create_table: str) -> None:
@@ -26,7 +27,7 @@ def _set_up(connect: Callable[[], sqlite3.Connection], create_table: str) -> Non
     Switching a new file to WAL takes a lock that SQLite's busy timeout does not wait for (one of six threads
     opening a new cache together failed with "database is locked"), so that step is retried here; once the
     file is in WAL mode it is not switched again."""
-    deadline = time.monotonic() + SET_UP_WAIT
+    deadline = time.monotonic() + BUSY_WAIT
     while True:
         try:
             with connect() as c:
@@ -55,8 +56,8 @@ class VerdictCache:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30.0)
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn = sqlite3.connect(self.path, timeout=BUSY_WAIT)
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_WAIT * 1000)}")
             # WAL + NORMAL: no fsync per verdict; a killed process loses nothing, an OS crash at most the
             # last verdicts, which are graded again.
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -86,7 +87,7 @@ class VectorCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _set_up(
-            lambda: sqlite3.connect(self.path, timeout=30.0),
+            lambda: sqlite3.connect(self.path, timeout=BUSY_WAIT),
             "CREATE TABLE IF NOT EXISTS vectors (model TEXT, key TEXT, vec BLOB NOT NULL, PRIMARY KEY (model, key))",
         )
 
@@ -97,7 +98,7 @@ class VectorCache:
     def get_many(self, model: str, texts: list[str]) -> dict[str, np.ndarray]:
         keys = {self.key(t): t for t in texts}
         found: dict[str, np.ndarray] = {}
-        with sqlite3.connect(self.path, timeout=30.0) as c:  # timeout: how long to wait for another writer
+        with sqlite3.connect(self.path, timeout=BUSY_WAIT) as c:  # timeout: how long to wait for another writer
             items = list(keys)
             for i in range(0, len(items), 500):
                 chunk = items[i : i + 500]
@@ -107,7 +108,7 @@ class VectorCache:
         return found
 
     def put_many(self, model: str, items: dict[str, np.ndarray]) -> None:
-        with sqlite3.connect(self.path, timeout=30.0) as c:
+        with sqlite3.connect(self.path, timeout=BUSY_WAIT) as c:
             c.executemany(
                 "INSERT OR REPLACE INTO vectors (model, key, vec) VALUES (?, ?, ?)",
                 [(model, self.key(t), np.asarray(v, dtype=np.float32).tobytes()) for t, v in items.items()],
