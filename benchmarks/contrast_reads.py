@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import gaming  # noqa: E402
 import quality  # noqa: E402
 
+from evaluator.grade_model import MIN_SPAN  # noqa: E402
+from evaluator.scoring import ANCHOR_FLOOR  # noqa: E402
+
 CONTRASTS = ROOT / "benchmarks" / "data" / "key_point_contrasts.yaml"
 STORED = ROOT / "benchmarks" / "results" / "contrast-reads.jsonl"
 ASK = (
@@ -46,7 +51,6 @@ ASK = (
 VOCABULARY_STYLES = ("keyword-stuffing-in-prose", "name-dropping-sentences", "topic-tour")
 BANDS = ("strong", "partial", "weak")
 BLEND_WEIGHTS = (0.25, 0.5, 0.75)
-FLOOR = "I don't know."  # the grader's floor anchor (scoring.ANCHOR_FLOOR)
 
 
 def contrasts() -> dict[str, list[str]]:
@@ -62,12 +66,17 @@ def contrasts() -> dict[str, list[str]]:
     return data
 
 
+@functools.cache
+def _corpus() -> dict:
+    return gaming.load_corpus()
+
+
 def texts_of(qid: str) -> dict[str, str]:
     """What is read for one question: the anchors, its exemplars, and on gaming-corpus questions the baselines and
     the vocabulary attempts."""
     q = quality._bank()[qid]
-    out = {"empty": FLOOR, "reference": q.references[0]} | {e.band: e.answer for e in q.exemplars}
-    corpus = gaming.load_corpus()
+    out = {"empty": ANCHOR_FLOOR, "reference": q.references[0]} | {e.band: e.answer for e in q.exemplars}
+    corpus = _corpus()
     cq = {c["id"]: c for c in corpus["questions"]}
     if qid in cq:
         weak = gaming.weak_answers([qid])[qid]
@@ -122,7 +131,7 @@ def positions(rows: list[dict]) -> dict[str, dict[str, float]]:
     for qid, d in by.items():
         if "empty" in d and "reference" in d:
             lo, hi = d["empty"], d["reference"]
-            out[qid] = {k: float(np.mean((v - lo) / np.maximum(hi - lo, 0.1))) for k, v in d.items()}
+            out[qid] = {k: float(np.mean((v - lo) / np.maximum(hi - lo, MIN_SPAN))) for k, v in d.items()}
     return out
 
 
@@ -135,6 +144,33 @@ def current_coverage() -> dict[tuple[str, str], float]:
     }
 
 
+Score = Callable[[str, str], float]  # (question id, band) -> score on the anchored scale
+
+
+def blend(cur: dict, pos: dict, w: float) -> Score:
+    """(1 - w) * the shipped coverage + w * the contrast read: w 0 is the shipped score, 1 the contrast read."""
+    return lambda q, b: (1 - w) * cur[(q, b)] + w * pos[q][b]
+
+
+def ordered(score: Score, qs: list[str]) -> int:
+    return sum(score(q, "strong") > score(q, "partial") > score(q, "weak") for q in qs)
+
+
+def auc(score: Score, qs: list[str], hi: str, lo: str) -> float:
+    return float(roc_auc_score([1] * len(qs) + [0] * len(qs), [score(q, hi) for q in qs] + [score(q, lo) for q in qs]))
+
+
+def in_band(score: Score, qs: list[str]) -> str:
+    """Per band (strong/partial/weak), the share (%) of exemplars whose score, clipped to 0-100 as the grader clips
+    it, lies in the exemplar's own score range in the bank."""
+    bank = quality._bank()
+    shares = []
+    for b in BANDS:
+        ranges = {q: next(e.score_range for e in bank[q].exemplars if e.band == b) for q in qs}
+        shares.append(np.mean([ranges[q][0] <= 100 * min(max(score(q, b), 0.0), 1.0) <= ranges[q][1] for q in qs]))
+    return "/".join(f"{100 * x:.0f}" for x in shares)
+
+
 def report() -> int:
     pos = positions(load())
     cur = current_coverage()
@@ -142,36 +178,25 @@ def report() -> int:
     if not full:
         print("no stored reads: run with --collect")
         return 1
+    contrast, shipped = blend(cur, pos, 1.0), blend(cur, pos, 0.0)
     print(f"bank exemplars of {len(full)} questions: contrast read (anchored) against the shipped coverage")
     print(f"{'':24}{'contrast':>10}{'shipped':>10}")
     for b in BANDS:
-        c = [pos[q][b] for q in full]
-        s = [cur[(q, b)] for q in full]
-        print(f"  mean, {b:16}{np.mean(c):10.2f}{np.mean(s):10.2f}")
+        print(
+            f"  mean, {b:16}{np.mean([contrast(q, b) for q in full]):10.2f}{np.mean([shipped(q, b) for q in full]):10.2f}"
+        )
     for hi, lo in (("strong", "weak"), ("strong", "partial"), ("partial", "weak")):
-        lab = [1] * len(full) + [0] * len(full)
-        ac = roc_auc_score(lab, [pos[q][hi] for q in full] + [pos[q][lo] for q in full])
-        as_ = roc_auc_score(lab, [cur[(q, hi)] for q in full] + [cur[(q, lo)] for q in full])
-        print(f"  AUC {hi} vs {lo:10}{ac:10.3f}{as_:10.3f}")
-    oc = sum(pos[q]["strong"] > pos[q]["partial"] > pos[q]["weak"] for q in full)
-    os_ = sum(cur[(q, "strong")] > cur[(q, "partial")] > cur[(q, "weak")] for q in full)
-    print(f"  strong > partial > weak{oc:9d}{os_:10d}   of {len(full)}")
+        print(f"  AUC {hi} vs {lo:10}{auc(contrast, full, hi, lo):10.3f}{auc(shipped, full, hi, lo):10.3f}")
+    print(f"  strong > partial > weak{ordered(contrast, full):9d}{ordered(shipped, full):10d}   of {len(full)}")
     print("blends (1 - w) * shipped + w * contrast; in sample: a weight picked here would be fitted on the exemplars")
     for w in BLEND_WEIGHTS:
-
-        def f(q: str, b: str, w: float = w) -> float:
-            return (1 - w) * cur[(q, b)] + w * pos[q][b]
-
-        lab = [1] * len(full) + [0] * len(full)
-        sp = roc_auc_score(lab, [f(q, "strong") for q in full] + [f(q, "partial") for q in full])
-        pw = roc_auc_score(lab, [f(q, "partial") for q in full] + [f(q, "weak") for q in full])
-        o = sum(f(q, "strong") > f(q, "partial") > f(q, "weak") for q in full)
-        band = "/".join(f"{in_band(b, [f(q, b) for q in full]):.0f}" for b in BANDS)
+        f = blend(cur, pos, w)
         print(
-            f"  w {w:.2f}: AUC strong vs partial {sp:.3f}, partial vs weak {pw:.3f}, ordered {o} of {len(full)}, "
-            f"in band {band}% (strong/partial/weak, before red flags)"
+            f"  w {w:.2f}: AUC strong vs partial {auc(f, full, 'strong', 'partial'):.3f}, "
+            f"partial vs weak {auc(f, full, 'partial', 'weak'):.3f}, ordered {ordered(f, full)} of {len(full)}, "
+            f"in band {in_band(f, full)}% (strong/partial/weak, before red flags)"
         )
-    print(f"  shipped alone: in band {'/'.join(f'{in_band(b, [cur[(q, b)] for q in full]):.0f}' for b in BANDS)}%")
+    print(f"  shipped alone: in band {in_band(shipped, full)}%")
     print(
         f"  the weight chosen in 5-fold CV over questions (5 shuffles): ordered {blend_cv(full, pos, cur)} of {len(full)}"
     )
@@ -179,33 +204,17 @@ def report() -> int:
     return 0
 
 
-RANGES = {"strong": (75.0, 100.0), "partial": (35.0, 70.0), "weak": (0.0, 30.0)}
-
-
-def in_band(band: str, values: list[float]) -> float:
-    """The share (%) of a band's exemplars whose score, clipped to 0-100 as the grader clips it, is in its range."""
-    lo, hi = RANGES[band]
-    return 100 * float(np.mean([lo <= 100 * min(max(v, 0.0), 1.0) <= hi for v in values]))
-
-
 def blend_cv(full: list[str], pos: dict, cur: dict) -> str:
     """Out of sample: the blend weight that orders the most training questions (ties to 0.5), on held-out questions;
     the counts of five shuffles."""
-
-    def ordered(qs: list[str], w: float) -> int:
-        def f(q: str, b: str) -> float:
-            return (1 - w) * cur[(q, b)] + w * pos[q][b]
-
-        return sum(f(q, "strong") > f(q, "partial") > f(q, "weak") for q in qs)
-
     grid = np.round(np.arange(0.0, 1.0001, 0.05), 2)
     counts = []
     for seed in range(5):
         total = 0
         for tr, te in KFold(5, shuffle=True, random_state=seed).split(full):
             train = [full[i] for i in tr]
-            w = max(grid, key=lambda w: (ordered(train, w), -abs(w - 0.5)))
-            total += ordered([full[i] for i in te], float(w))
+            w = max(grid, key=lambda w: (ordered(blend(cur, pos, w), train), -abs(w - 0.5)))
+            total += ordered(blend(cur, pos, float(w)), [full[i] for i in te])
         counts.append(total)
     return ", ".join(str(c) for c in counts)
 
